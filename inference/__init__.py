@@ -1,0 +1,1 @@
+"""Inference: the engine seam, its backends, prompts and the narrator service."""

@@ -1,0 +1,190 @@
+"""A deterministic engine that streams plausible story text at a set token rate.
+
+For demos, tests and fan-out benchmarks: no model, no GPU, same output for the
+same request. It reads ``metadata`` (``kind``, ``choice``, ``n``, ``beat``) that
+real engines ignore, so the story visibly follows the winning choice. Faults can
+be injected (``fail_next``, ``stall_next``) to exercise the pause/retry path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import random
+import re
+from collections.abc import AsyncIterator
+
+from inference.types import EngineError, EngineHealth, GenerationDelta, GenerationRequest
+
+_HEROES = ("Mira", "the ferryman", "Captain Oduya", "the clockmaker's apprentice", "old Tamsin")
+_PLACES = (
+    "the drowned library", "the lantern market", "the glass orchard", "the northern causeway",
+    "the observatory ruins", "the salt caves",
+)
+_THINGS = (
+    "a brass key", "a sealed letter", "a map drawn in ash", "a humming compass",
+    "a locket with no picture", "a lantern that burns blue",
+)
+_MOODS = ("uneasy", "hopeful", "restless", "hushed", "electric", "grim")
+_SENTENCES = (
+    "{hero} stepped into {place}, where the air felt {mood}.",
+    "Somewhere below, {thing} began to glow.",
+    "The crowd of shadows parted, and {hero} saw {thing} resting on a cracked pedestal.",
+    "A bell rang three times across {place}, though no bell had hung there for a century.",
+    "{hero} remembered a promise made long ago, and the memory tasted of rain.",
+    "Footsteps echoed behind them, slow and deliberate.",
+    "The wind carried whispers that sounded almost like names.",
+    "For a moment everything in {place} held its breath.",
+    "{hero} turned {thing} over and found a mark that should not exist.",
+    "Far away, a door that had been locked for years swung open.",
+)
+_CHOICES = (
+    "Follow the footsteps into the dark",
+    "Open the sealed letter",
+    "Ring the old bell again",
+    "Hide and watch who comes",
+    "Ask the stranger for help",
+    "Burn the map before anyone sees it",
+    "Climb toward the light above",
+    "Trust the humming compass",
+    "Turn back and warn the others",
+    "Bargain with the voice in the wind",
+)
+
+_WORD = re.compile(r"\S+\s*")
+
+
+def _rng(request: GenerationRequest) -> random.Random:
+    key = "|".join(f"{k}={v}" for k, v in sorted(request.metadata.items()))
+    key += "|" + (request.messages[-1].content if request.messages else "")
+    digest = hashlib.sha256(f"{request.seed}|{key}".encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "big"))
+
+
+def _fill(template: str, rnd: random.Random) -> str:
+    text = template.format(
+        hero=rnd.choice(_HEROES),
+        place=rnd.choice(_PLACES),
+        thing=rnd.choice(_THINGS),
+        mood=rnd.choice(_MOODS),
+    )
+    return text[0].upper() + text[1:]
+
+
+def narration_text(request: GenerationRequest) -> str:
+    """The full narration the scripted engine tells for ``request``."""
+    rnd = _rng(request)
+    parts: list[str] = []
+    choice = request.metadata.get("choice")
+    if choice:
+        parts.append(f"The audience chose: {choice.rstrip('.')}.")
+        parts.append(_fill("So {hero} did exactly that, heart pounding.", rnd))
+    # Whole sentences only, as many as fit in max_tokens (one word = one token here).
+    used = sum(len(p.split()) for p in parts)
+    while True:
+        sentence = _fill(rnd.choice(_SENTENCES), rnd)
+        if parts and used + len(sentence.split()) > request.max_tokens:
+            break
+        parts.append(sentence)
+        used += len(sentence.split())
+    return " ".join(parts)
+
+
+def choices_text(request: GenerationRequest) -> str:
+    """The JSON ballot the scripted engine offers for ``request``."""
+    rnd = _rng(request)
+    n = max(2, min(5, int(request.metadata.get("n", "3"))))
+    return json.dumps({"choices": rnd.sample(_CHOICES, n)})
+
+
+class ScriptedEngine:
+    """Deterministic streaming engine; ``tokens_per_s`` per request, any concurrency."""
+
+    def __init__(
+        self,
+        *,
+        tokens_per_s: float = 20.0,
+        first_token_s: float = 0.05,
+        max_concurrency: int = 256,
+        model: str = "scripted-v1",
+    ) -> None:
+        if tokens_per_s <= 0:
+            raise ValueError("tokens_per_s must be > 0")
+        self.tokens_per_s = tokens_per_s
+        self.first_token_s = first_token_s
+        self._max_concurrency = max_concurrency
+        self._model = model
+        self._aborted: set[str] = set()
+        self._ready = False
+        #: Fault injection: the next N requests fail after their first token.
+        self.fail_next = 0
+        #: Fault injection: the next N requests stop yielding after their first token.
+        self.stall_next = 0
+        #: Requests started, for tests and metrics.
+        self.requests_started = 0
+
+    @property
+    def name(self) -> str:
+        return "scripted"
+
+    @property
+    def model(self) -> str:
+        return self._model
+
+    @property
+    def max_concurrency(self) -> int:
+        return self._max_concurrency
+
+    async def start(self) -> None:
+        self._ready = True
+
+    async def close(self) -> None:
+        self._ready = False
+
+    def health(self) -> EngineHealth:
+        return EngineHealth(ready=self._ready, engine=self.name, model=self.model)
+
+    async def abort(self, request_id: str) -> None:
+        self._aborted.add(request_id)
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
+        if not self._ready:
+            raise EngineError("scripted engine not started")
+        self.requests_started += 1
+        fail = stall = False
+        if self.fail_next > 0:
+            self.fail_next -= 1
+            fail = True
+        elif self.stall_next > 0:
+            self.stall_next -= 1
+            stall = True
+        kind = request.metadata.get("kind", "narration")
+        text = choices_text(request) if kind == "choices" else narration_text(request)
+        words = _WORD.findall(text)[: request.max_tokens]
+        interval = 1.0 / self.tokens_per_s
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        await asyncio.sleep(self.first_token_s)
+        try:
+            for i, word in enumerate(words):
+                if request.request_id in self._aborted:
+                    yield GenerationDelta("", 0, finished=True, finish_reason="abort")
+                    return
+                last = i == len(words) - 1
+                reason = None
+                if last:
+                    reason = "length" if len(words) == request.max_tokens else "stop"
+                yield GenerationDelta(word, 1, finished=last, finish_reason=reason)
+                if i == 0 and fail:
+                    raise EngineError("injected engine failure")
+                if i == 0 and stall:
+                    await asyncio.sleep(3600)
+                # Pace against the start time so the rate holds under load.
+                delay = start + self.first_token_s + (i + 1) * interval - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                else:
+                    await asyncio.sleep(0)
+        finally:
+            self._aborted.discard(request.request_id)

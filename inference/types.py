@@ -1,0 +1,83 @@
+"""Value types that cross the engine seam."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    """One chat turn of a prompt."""
+
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRequest:
+    """One continuation request.
+
+    ``messages`` are laid out stable-prefix first (system, world, story so far)
+    so the engine's prefix cache hits across beats of a room. ``json_schema``
+    asks for structured output where the backend supports it. ``metadata`` is
+    for routing, accounting and the scripted engine; real engines ignore it.
+    """
+
+    request_id: str
+    messages: tuple[ChatMessage, ...]
+    max_tokens: int = 128
+    temperature: float = 0.8
+    top_p: float = 0.95
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    json_schema: Mapping[str, Any] | None = None
+    room: str = ""
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+FinishReason = Literal["stop", "length", "abort", "error"]
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationDelta:
+    """New text since the previous delta of the same request.
+
+    ``tokens`` counts the tokens behind ``text`` (several when a lagging reader
+    got merged deltas). The last delta has ``finished`` set and a ``finish_reason``.
+    """
+
+    text: str
+    tokens: int = 1
+    finished: bool = False
+    finish_reason: FinishReason | None = None
+
+    def merged(self, later: GenerationDelta) -> GenerationDelta:
+        """This delta followed by ``later``, as one."""
+        return GenerationDelta(
+            text=self.text + later.text,
+            tokens=self.tokens + later.tokens,
+            finished=later.finished,
+            finish_reason=later.finish_reason,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class EngineHealth:
+    """What ``/readyz`` and the scheduler know about an engine."""
+
+    ready: bool
+    engine: str
+    model: str
+    detail: str = ""
+
+
+class EngineError(Exception):
+    """The engine failed a request (or died). Rooms pause and retry per policy."""
+
+
+class EngineStalled(EngineError):
+    """No token arrived within the stall timeout."""

@@ -1,0 +1,295 @@
+"""Every message of protocol v1, as two tagged unions (one per direction).
+
+Each message is a ``msgspec.Struct`` whose ``type`` field is its tag, so one
+decoder call validates shape, types and ranges. Room frames (sent to everyone in
+a room) carry ``epoch`` and ``seq``; messages for one viewer (``welcome``,
+``snapshot``, ``error``, ``vote_ack``, ``pong``) do not consume the room's seq.
+
+Forward compatibility: clients must ignore message types and fields they do not
+know (see docs/protocol.md). The server ignores unknown *fields* on client
+messages and answers unknown *types* with ``unknown_type``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Final, Literal
+
+import msgspec
+from msgspec import Meta
+
+# --------------------------------------------------------------------------- limits
+
+#: Upper bound on a participant id chosen by the client.
+PARTICIPANT_ID: Final = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+UNIT: Final = Annotated[float, Meta(ge=-1.0, le=1.0)]
+SEQ: Final = Annotated[int, Meta(ge=0)]
+WINDOW_ID: Final = Annotated[int, Meta(ge=1, le=2**53)]
+OPTION_INDEX: Final = Annotated[int, Meta(ge=0, le=4)]
+
+#: The fixed reaction set. Each maps to a (valence, arousal) point, see server/room/mood.py.
+Reaction = Literal["joy", "laugh", "love", "surprise", "fear", "anger", "sad", "bored"]
+REACTIONS: Final[tuple[str, ...]] = (
+    "joy",
+    "laugh",
+    "love",
+    "surprise",
+    "fear",
+    "anger",
+    "sad",
+    "bored",
+)
+
+PhaseName = Literal["narrating", "voting", "resolving", "paused"]
+VoteStatus = Literal["counted", "changed", "unchanged"]
+NarratorState = Literal["ok", "busy", "stalled", "down"]
+
+
+class _Msg(msgspec.Struct, tag_field="type", kw_only=True, gc=False):
+    """Base of every message: tagged by ``type``, keyword-only."""
+
+
+# =========================================================================== client -> server
+
+
+class Hello(_Msg, tag="hello", kw_only=True):
+    """First message of every connection: who I am, and where I left off.
+
+    ``epoch`` + ``since`` ask to resume after room frame ``since`` of ``epoch``.
+    """
+
+    participant: PARTICIPANT_ID | None = None
+    name: Annotated[str, Meta(max_length=40)] | None = None
+    epoch: Annotated[str, Meta(max_length=32)] | None = None
+    since: SEQ | None = None
+    #: Reserved for signed tokens (roles beyond viewer). Ignored in v1.
+    token: Annotated[str, Meta(max_length=4096)] | None = None
+
+
+class Vote(_Msg, tag="vote", kw_only=True):
+    """Vote for ``option`` (0-based index) in vote window ``window``.
+
+    A second vote in the same window replaces the first; it is never counted twice.
+    """
+
+    window: WINDOW_ID
+    option: OPTION_INDEX
+
+
+class React(_Msg, tag="react", kw_only=True):
+    """An emotion signal: a reaction from the fixed set, and/or a continuous sample."""
+
+    reaction: Reaction | None = None
+    valence: UNIT | None = None
+    arousal: UNIT | None = None
+
+
+class Ping(_Msg, tag="ping", kw_only=True):
+    """Liveness/latency probe, answered by ``pong`` with the same nonce."""
+
+    nonce: Annotated[int, Meta(ge=0, le=2**53)] = 0
+
+
+ClientMessage = Hello | Vote | React | Ping
+
+# =========================================================================== server -> client
+# ---- shapes used inside messages
+
+
+class Option(msgspec.Struct, kw_only=True, gc=False):
+    """One choice on a ballot."""
+
+    index: int
+    text: str
+
+
+class StoryBeat(msgspec.Struct, kw_only=True, gc=False):
+    """A committed beat of the story so far, and the choice that led to it."""
+
+    beat: int
+    text: str
+    choice: str | None = None
+
+
+class Limits(msgspec.Struct, kw_only=True, gc=False):
+    """The limits this server enforces on this connection."""
+
+    max_message_bytes: int
+    messages_per_s: float
+    message_burst: int
+    reactions_per_s: float
+    history_frames: int
+
+
+# ---- room frames: carry (epoch, seq), contiguous per room
+
+
+class RoomFrame(_Msg, kw_only=True):
+    """Base of room frames. ``seq`` is contiguous per room within one ``epoch``."""
+
+    epoch: str = ""
+    seq: int = 0
+
+
+class BeatStart(RoomFrame, tag="beat_start", kw_only=True):
+    """Narration of beat ``beat`` begins; ``choice`` is the winning option that drives it."""
+
+    beat: int
+    choice: str | None = None
+
+
+class Token(RoomFrame, tag="token", kw_only=True):
+    """Narration text of the current beat, coalesced per tick. Append ``text``."""
+
+    beat: int
+    text: str
+
+
+class BeatEnd(RoomFrame, tag="beat_end", kw_only=True):
+    """Beat ``beat`` is committed; ``text`` is its whole text (for reconciliation)."""
+
+    beat: int
+    text: str
+
+
+class BeatAbort(RoomFrame, tag="beat_abort", kw_only=True):
+    """The partial text of beat ``beat`` is discarded (engine failure); it will be retold."""
+
+    beat: int
+    reason: str
+
+
+class Ballot(RoomFrame, tag="ballot", kw_only=True):
+    """A vote window opens. It closes ``duration_ms`` after it was sent."""
+
+    window: int
+    beat: int
+    options: list[Option]
+    duration_ms: int
+    closes_at_ms: int
+    mode: Literal["plurality"] = "plurality"
+
+
+class Tally(RoomFrame, tag="tally", kw_only=True):
+    """Live counts of the open window (latest value, at most once per tick)."""
+
+    window: int
+    counts: list[int]
+    voters: int
+
+
+class VoteResult(RoomFrame, tag="vote_result", kw_only=True):
+    """The window closed: ``winner`` is an option index; ``tie_break`` explains how it won."""
+
+    window: int
+    winner: int
+    text: str
+    counts: list[int]
+    voters: int
+    tie_break: str | None = None
+
+
+class Mood(RoomFrame, tag="mood", kw_only=True):
+    """The room's aggregate mood (latest value, time-decayed, at most once per tick)."""
+
+    valence: float
+    arousal: float
+    intensity: float
+    reactions: dict[str, float]
+
+
+class Presence(RoomFrame, tag="presence", kw_only=True):
+    """How many distinct participants are in the room (latest value)."""
+
+    viewers: int
+
+
+class Phase(RoomFrame, tag="phase", kw_only=True):
+    """The room entered ``phase``; ``reason`` says why when paused."""
+
+    phase: PhaseName
+    beat: int
+    reason: str | None = None
+
+
+class Narrator(RoomFrame, tag="narrator", kw_only=True):
+    """The narrator's (engine's) state for this room: ok, busy (queued), stalled, down."""
+
+    state: NarratorState
+    message: str = ""
+
+
+# ---- messages for one viewer: no seq
+
+
+class Welcome(_Msg, tag="welcome", kw_only=True):
+    """Answer to ``hello``. ``recovered`` is set when the hello asked to resume.
+
+    ``recovered: true``: the missed frames follow, in order, then live frames.
+    ``recovered: false``: a ``snapshot`` follows; the client must resync from it.
+    """
+
+    protocol: int
+    room: str
+    participant: str
+    epoch: str
+    seq: int
+    recovered: bool | None = None
+    limits: Limits
+    reactions: list[str]
+    tick_ms: int
+
+
+class Snapshot(_Msg, tag="snapshot", kw_only=True):
+    """The room as of room frame ``seq``: the next room frame is ``seq + 1``."""
+
+    epoch: str
+    seq: int
+    title: str
+    phase: PhaseName
+    beat: int
+    story: list[StoryBeat]
+    truncated: bool
+    partial: str
+    ballot: Ballot | None
+    tally: Tally | None
+    mood: Mood
+    viewers: int
+    narrator: NarratorState
+    reason: str | None = None
+    my_vote: int | None = None
+
+
+class Error(_Msg, tag="error", kw_only=True):
+    """Something the client sent was not applied; ``code`` is from docs/protocol.md."""
+
+    code: str
+    message: str
+    ref: str | None = None
+
+
+class VoteAck(_Msg, tag="vote_ack", kw_only=True):
+    """A vote was applied: ``counted`` (first), ``changed`` (replaced) or ``unchanged``."""
+
+    window: int
+    option: int
+    status: VoteStatus
+
+
+class Pong(_Msg, tag="pong", kw_only=True):
+    """Answer to ``ping``."""
+
+    nonce: int
+    server_time_ms: int
+
+
+RoomMessage = (
+    BeatStart | Token | BeatEnd | BeatAbort | Ballot | Tally | VoteResult | Mood | Presence
+    | Phase | Narrator
+)
+ServerMessage = RoomMessage | Welcome | Snapshot | Error | VoteAck | Pong
+
+#: Room frame classes, for code that needs to tell room frames from personal ones.
+ROOM_FRAME_TYPES: Final = (
+    BeatStart, Token, BeatEnd, BeatAbort, Ballot, Tally, VoteResult, Mood, Presence, Phase,
+    Narrator,
+)
