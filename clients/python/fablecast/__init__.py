@@ -1,0 +1,1 @@
+"""Fablecast Python SDK: an async client with reconnect and resume, and the ``fablecast`` CLI."""
