@@ -8,8 +8,6 @@ import re
 
 import msgspec
 import pytest
-from conftest import FakeServer, Conn, snapshot, timeout, token, welcome
-
 from fablecast.client import (
     Backoff,
     ConnectError,
@@ -20,6 +18,8 @@ from fablecast.client import (
     SeqGapError,
     new_participant_id,
 )
+from sdk_support import Conn, FakeServer, snapshot, timeout, token, welcome
+
 from protocol.codec import MSGPACK
 from protocol.messages import (
     Ping,
@@ -307,11 +307,13 @@ async def test_missing_welcome_counts_as_a_lost_connection() -> None:
         await conn.send(welcome(), snapshot(), token(1))
         await conn.hold()
 
-    async with FakeServer(script) as server:
-        async with FablecastClient(server.url, backoff=FAST, welcome_timeout=0.2) as c:
-            msgs = await collect(c, 3)
-            assert seqs(msgs) == [1]
-            assert len(server.hellos) == 2
+    async with (
+        FakeServer(script) as server,
+        FablecastClient(server.url, backoff=FAST, welcome_timeout=0.2) as c,
+    ):
+        msgs = await collect(c, 3)
+        assert seqs(msgs) == [1]
+        assert len(server.hellos) == 2
 
 
 async def test_unknown_message_types_are_skipped_but_keep_seq_accounting() -> None:
