@@ -20,11 +20,11 @@ from msgspec import Meta
 # --------------------------------------------------------------------------- limits
 
 #: Upper bound on a participant id chosen by the client.
-PARTICIPANT_ID: Final = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
-UNIT: Final = Annotated[float, Meta(ge=-1.0, le=1.0)]
-SEQ: Final = Annotated[int, Meta(ge=0)]
-WINDOW_ID: Final = Annotated[int, Meta(ge=1, le=2**53)]
-OPTION_INDEX: Final = Annotated[int, Meta(ge=0, le=4)]
+ParticipantId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+Unit = Annotated[float, Meta(ge=-1.0, le=1.0)]
+Seq = Annotated[int, Meta(ge=0)]
+WindowId = Annotated[int, Meta(ge=1, le=2**53)]
+OptionIndex = Annotated[int, Meta(ge=0, le=4)]
 
 #: The fixed reaction set. Each maps to a (valence, arousal) point, see server/room/mood.py.
 Reaction = Literal["joy", "laugh", "love", "surprise", "fear", "anger", "sad", "bored"]
@@ -57,10 +57,10 @@ class Hello(_Msg, tag="hello", kw_only=True):
     ``epoch`` + ``since`` ask to resume after room frame ``since`` of ``epoch``.
     """
 
-    participant: PARTICIPANT_ID | None = None
+    participant: ParticipantId | None = None
     name: Annotated[str, Meta(max_length=40)] | None = None
     epoch: Annotated[str, Meta(max_length=32)] | None = None
-    since: SEQ | None = None
+    since: Seq | None = None
     #: Reserved for signed tokens (roles beyond viewer). Ignored in v1.
     token: Annotated[str, Meta(max_length=4096)] | None = None
 
@@ -71,16 +71,16 @@ class Vote(_Msg, tag="vote", kw_only=True):
     A second vote in the same window replaces the first; it is never counted twice.
     """
 
-    window: WINDOW_ID
-    option: OPTION_INDEX
+    window: WindowId
+    option: OptionIndex
 
 
 class React(_Msg, tag="react", kw_only=True):
     """An emotion signal: a reaction from the fixed set, and/or a continuous sample."""
 
     reaction: Reaction | None = None
-    valence: UNIT | None = None
-    arousal: UNIT | None = None
+    valence: Unit | None = None
+    arousal: Unit | None = None
 
 
 class Ping(_Msg, tag="ping", kw_only=True):
@@ -283,13 +283,31 @@ class Pong(_Msg, tag="pong", kw_only=True):
 
 
 RoomMessage = (
-    BeatStart | Token | BeatEnd | BeatAbort | Ballot | Tally | VoteResult | Mood | Presence
-    | Phase | Narrator
+    BeatStart
+    | Token
+    | BeatEnd
+    | BeatAbort
+    | Ballot
+    | Tally
+    | VoteResult
+    | Mood
+    | Presence
+    | Phase
+    | Narrator
 )
 ServerMessage = RoomMessage | Welcome | Snapshot | Error | VoteAck | Pong
 
 #: Room frame classes, for code that needs to tell room frames from personal ones.
 ROOM_FRAME_TYPES: Final = (
-    BeatStart, Token, BeatEnd, BeatAbort, Ballot, Tally, VoteResult, Mood, Presence, Phase,
+    BeatStart,
+    Token,
+    BeatEnd,
+    BeatAbort,
+    Ballot,
+    Tally,
+    VoteResult,
+    Mood,
+    Presence,
+    Phase,
     Narrator,
 )

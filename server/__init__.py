@@ -1,0 +1,1 @@
+"""Fablecast server: sessions, rooms, fan-out hub, HTTP probes and metrics."""

@@ -1,0 +1,131 @@
+"""Node configuration: a TOML file (``fablecast serve --config FILE``) validated on load.
+
+Every limit is explicit here, with its default; docs/protocol.md lists the
+client-visible ones. Unknown keys are rejected so a typo never goes unnoticed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import Meta
+
+from protocol.codec import DEFAULT_MAX_MESSAGE_BYTES
+from server.room.state import DEFAULT_PREMISE, DEFAULT_TITLE, RoomSettings
+
+Positive = Annotated[float, Meta(gt=0)]
+PosInt = Annotated[int, Meta(ge=1)]
+
+
+class ServerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Network, fan-out and per-connection limits."""
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Meta(ge=0, le=65535)] = 8765
+    #: Coalescing tick: token text and latest-value state go out at most this often.
+    tick_ms: Annotated[int, Meta(ge=5, le=1000)] = 50
+    uvloop: bool = True
+    #: Largest client message; larger ones close the connection with 1009.
+    max_message_bytes: Annotated[int, Meta(ge=256, le=16 * 1024 * 1024)] = DEFAULT_MAX_MESSAGE_BYTES
+    #: Bytes queued to one client before it is closed with 4008 (slow consumer).
+    outbox_max_bytes: PosInt = 1024 * 1024
+    #: Resume history per room: frames and bytes.
+    history_frames: PosInt = 4096
+    history_bytes: PosInt = 8 * 1024 * 1024
+    #: Client message rate limit (token bucket) and how many violations in a row close (4009).
+    messages_per_s: Positive = 20.0
+    message_burst: PosInt = 40
+    max_rate_violations: PosInt = 50
+    #: Consecutive malformed/invalid messages before closing with 4001.
+    max_bad_messages: PosInt = 10
+    hello_timeout_s: Positive = 10.0
+    max_viewers_per_room: PosInt = 10_000
+    max_rooms: PosInt = 1000
+    #: WebSocket keepalive pings.
+    ping_interval_s: Positive = 20.0
+    ping_timeout_s: Positive = 20.0
+    close_timeout_s: Positive = 2.0
+
+
+class EngineConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Which engine narrates; ``options`` go to the backend (see docs/engines.md)."""
+
+    kind: str = "scripted"
+    model: str | None = None
+    stall_timeout_s: Positive = 10.0
+    options: dict[str, Any] = {}
+
+
+class RoomConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """One room opened at start (more can be opened at run time later)."""
+
+    name: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+    title: str = DEFAULT_TITLE
+    premise: str = DEFAULT_PREMISE
+    style: str = "Vivid and concise, present tense, one scene at a time."
+    n_choices: Annotated[int, Meta(ge=2, le=5)] = 3
+    vote_s: Positive = 15.0
+    reveal_s: Annotated[float, Meta(ge=0)] = 2.0
+    retry_s: Positive = 2.0
+    narration_tokens: Annotated[int, Meta(ge=8, le=4096)] = 120
+    pause_when_empty: bool = True
+    mood_half_life_s: Positive = 20.0
+    reactions_per_s: Positive = 4.0
+    reaction_burst: PosInt = 8
+    snapshot_beats: PosInt = 50
+    seed: str = "fablecast"
+
+    def settings(self) -> RoomSettings:
+        """The pure core's view of this room."""
+        return RoomSettings(
+            title=self.title,
+            premise=self.premise,
+            n_choices=self.n_choices,
+            vote_s=self.vote_s,
+            reveal_s=self.reveal_s,
+            retry_s=self.retry_s,
+            narration_tokens=self.narration_tokens,
+            pause_when_empty=self.pause_when_empty,
+            mood_half_life_s=self.mood_half_life_s,
+            reactions_per_s=self.reactions_per_s,
+            reaction_burst=self.reaction_burst,
+            snapshot_beats=self.snapshot_beats,
+            seed=self.seed,
+        )
+
+
+def _default_rooms() -> list[RoomConfig]:
+    return [RoomConfig(name="demo")]
+
+
+class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The whole node configuration."""
+
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    engine: EngineConfig = msgspec.field(default_factory=EngineConfig)
+    rooms: list[RoomConfig] = msgspec.field(default_factory=_default_rooms)
+
+
+class ConfigError(ValueError):
+    """The configuration file is missing, unreadable or invalid."""
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Read and validate ``path`` (TOML); the defaults when ``path`` is None."""
+    if path is None:
+        return Config()
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {p}: {exc}") from exc
+    try:
+        config = msgspec.toml.decode(data, type=Config)
+    except msgspec.MsgspecError as exc:
+        raise ConfigError(f"{p}: {exc}") from exc
+    names = [r.name for r in config.rooms]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{p}: room names must be unique")
+    return config

@@ -1,0 +1,74 @@
+"""A room's bounded history of stamped frames, for resume.
+
+Bounded by frame count and by encoded bytes (of the JSON encoding, which every
+frame gets when it enters the history). Frames keep their per-codec encodings so
+a replay costs no re-encoding.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from protocol.codec import Codec
+from protocol.messages import RoomMessage
+
+
+@dataclass(slots=True)
+class Entry:
+    """One stamped room frame and its encodings by codec name."""
+
+    seq: int
+    frame: RoomMessage
+    encoded: dict[str, bytes] = field(default_factory=dict)
+    size: int = 0
+
+    def data(self, codec: Codec) -> bytes:
+        """The frame in ``codec``'s encoding (encoded once, then cached)."""
+        data = self.encoded.get(codec.name)
+        if data is None:
+            data = self.encoded[codec.name] = codec.encode(self.frame)
+        return data
+
+
+class History:
+    """The last ``max_frames`` frames (and at most ``max_bytes``) of one room epoch."""
+
+    def __init__(self, max_frames: int = 2048, max_bytes: int = 4 * 1024 * 1024) -> None:
+        if max_frames < 1:
+            raise ValueError("max_frames must be >= 1")
+        self.max_frames = max_frames
+        self.max_bytes = max_bytes
+        self._entries: deque[Entry] = deque()
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def first_seq(self) -> int | None:
+        """The oldest seq kept, or None when empty."""
+        return self._entries[0].seq if self._entries else None
+
+    def append(self, entry: Entry) -> None:
+        """Keep ``entry`` (seq must follow the last one); drop the oldest past the bounds."""
+        if self._entries and entry.seq != self._entries[-1].seq + 1:
+            raise ValueError(f"seq {entry.seq} does not follow {self._entries[-1].seq}")
+        self._entries.append(entry)
+        self._bytes += entry.size
+        while len(self._entries) > self.max_frames or (
+            self._bytes > self.max_bytes and len(self._entries) > 1
+        ):
+            self._bytes -= self._entries.popleft().size
+
+    def since(self, seq: int, last_seq: int) -> list[Entry] | None:
+        """Every entry after ``seq`` up to ``last_seq``; None when some were already dropped."""
+        if seq > last_seq:
+            return None  # the client claims frames we never sent: resync
+        if seq == last_seq:
+            return []
+        first = self.first_seq
+        if first is None or seq + 1 < first:
+            return None
+        start = seq + 1 - first
+        return [self._entries[i] for i in range(start, len(self._entries))]

@@ -1,0 +1,216 @@
+"""The fan-out hub of one room: stamp, coalesce, encode once per codec, keep history, send.
+
+Everything a room broadcasts passes through ``RoomChannel``:
+
+- ``publish`` queues a discrete frame; ``append_text`` merges narration text
+  into the pending ``token`` frame of the tick; ``mark_dirty`` asks for a
+  latest-value frame (tally, mood, presence) once per tick.
+- ``flush`` (the node's tick, default every 50 ms) stamps pending frames with
+  ``(epoch, seq)`` in order, appends them to the history, closes clients whose
+  outbox is over its bound (4008) and writes each frame, encoded once per codec,
+  to every other client without awaiting any of them (``websockets.broadcast``).
+
+A client's outbox is its transport's write buffer: the hub never queues per
+client itself, so a slow client costs memory only up to ``outbox_max_bytes``.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import msgspec
+from websockets.asyncio.server import broadcast
+
+from protocol.codec import MSGPACK, Codec
+from protocol.messages import RoomMessage, Token
+from server.history import Entry, History
+from server.metrics import Metrics
+from server.room.effects import StateKind
+
+
+class Subscriber(Protocol):
+    """What the hub needs of a session."""
+
+    codec: Codec
+
+    @property
+    def connection(self) -> object:
+        """The websockets connection (``broadcast`` target)."""
+        ...
+
+    def buffered_bytes(self) -> int:
+        """Bytes written but not yet sent to this client."""
+        ...
+
+    def close_slow(self) -> None:
+        """Close this client with 4008 (slow consumer), without awaiting."""
+        ...
+
+    def send_data(self, data: bytes) -> None:
+        """Write one encoded frame to this client, without awaiting."""
+        ...
+
+
+@dataclass(slots=True)
+class _Text:
+    beat: int
+    parts: list[str]
+    times: list[float] = field(default_factory=list)
+
+
+class RoomChannel:
+    """Fan-out state of one room: pending frames, seq, history, subscribers by codec."""
+
+    def __init__(
+        self,
+        room: str,
+        *,
+        state: Callable[[StateKind], RoomMessage | None],
+        metrics: Metrics,
+        history: History | None = None,
+        outbox_max_bytes: int = 1024 * 1024,
+        clock: Callable[[], float] = time.monotonic,
+        epoch: str | None = None,
+    ) -> None:
+        self.room = room
+        self.epoch = epoch or secrets.token_hex(4)
+        self.seq = 0
+        self.history = history or History()
+        self.outbox_max_bytes = outbox_max_bytes
+        self._state = state
+        self._metrics = metrics
+        self._clock = clock
+        self._pending: list[RoomMessage | _Text] = []
+        self._dirty: dict[StateKind, None] = {}
+        self._subs: dict[Codec, dict[object, Subscriber]] = {}
+
+    # ------------------------------------------------------------------ producers
+
+    def publish(self, frame: RoomMessage) -> None:
+        """Queue a discrete room frame for the next flush, after everything queued before it."""
+        self._pending.append(frame)
+
+    def append_text(self, beat: int, text: str, t: float | None = None) -> None:
+        """Merge narration text into the pending token frame of ``beat``.
+
+        ``t`` is when the engine yielded it (``clock`` time), for the latency histogram.
+        """
+        last = self._pending[-1] if self._pending else None
+        if isinstance(last, _Text) and last.beat == beat:
+            last.parts.append(text)
+        else:
+            last = _Text(beat, [text])
+            self._pending.append(last)
+        last.times.append(self._clock() if t is None else t)
+
+    def mark_dirty(self, kind: StateKind) -> None:
+        """Send the latest ``kind`` frame at the next flush (once, however often marked)."""
+        self._dirty[kind] = None
+
+    @property
+    def has_pending(self) -> bool:
+        """Whether the next flush has anything to send."""
+        return bool(self._pending or self._dirty)
+
+    # ------------------------------------------------------------------ subscribers
+
+    @property
+    def subscriber_count(self) -> int:
+        """Connected clients of this room."""
+        return sum(len(s) for s in self._subs.values())
+
+    def subscribers(self) -> list[Subscriber]:
+        """All connected clients (a copy)."""
+        return [s for group in self._subs.values() for s in group.values()]
+
+    def attach(self, sub: Subscriber, *, epoch: str | None, since: int | None) -> bool | None:
+        """Flush, then add ``sub``; replay missed frames when it resumes.
+
+        Returns True when the missed frames were replayed (``recovered``), False
+        when a resume was asked but cannot be served (the caller sends a
+        snapshot), None when no resume was asked (the caller sends a snapshot).
+        The caller must send welcome before and snapshot after, with no await in
+        between, so no frame can slip between the snapshot and live frames.
+        """
+        self.flush()
+        recovered: bool | None = None
+        if since is not None:
+            entries = self.history.since(since, self.seq) if epoch == self.epoch else None
+            recovered = entries is not None
+            if entries:
+                for entry in entries:
+                    sub.send_data(entry.data(sub.codec))
+        self._subs.setdefault(sub.codec, {})[sub.connection] = sub
+        return recovered
+
+    def detach(self, sub: Subscriber) -> None:
+        """Remove ``sub`` (idempotent)."""
+        group = self._subs.get(sub.codec)
+        if group is not None:
+            group.pop(sub.connection, None)
+
+    # ------------------------------------------------------------------ the tick
+
+    def _drop_slow(self) -> None:
+        limit = self.outbox_max_bytes
+        for group in self._subs.values():
+            slow = [s for s in group.values() if s.buffered_bytes() > limit]
+            for sub in slow:
+                del group[sub.connection]
+                sub.close_slow()
+                self._metrics.slow_clients_dropped.inc()
+
+    def flush(self) -> int:
+        """Stamp and send everything pending; returns the number of room frames sent."""
+        if not self._pending and not self._dirty:
+            return 0
+        frames: list[RoomMessage] = []
+        latencies: list[float] = []
+        for item in self._pending:
+            if isinstance(item, _Text):
+                frames.append(Token(beat=item.beat, text="".join(item.parts)))
+                latencies.extend(item.times)
+            else:
+                frames.append(item)
+        self._pending = []
+        for kind in self._dirty:
+            frame = self._state(kind)
+            if frame is not None:
+                frames.append(frame)
+        self._dirty = {}
+        if not frames:
+            return 0
+
+        entries: list[Entry] = []
+        for frame in frames:
+            self.seq += 1
+            entry = Entry(self.seq, msgspec.structs.replace(frame, epoch=self.epoch, seq=self.seq))
+            entries.append(entry)
+
+        self._drop_slow()
+        sent = 0
+        for codec, group in self._subs.items():
+            if not group:
+                continue
+            conns = list(group)
+            for entry in entries:
+                broadcast(conns, entry.data(codec), text=codec.is_text)  # type: ignore[arg-type]
+            sent += len(conns) * len(entries)
+        for entry in entries:
+            if not entry.encoded:
+                entry.data(MSGPACK)  # nobody listening: still size the history entry
+            entry.size = len(next(iter(entry.encoded.values())))
+            self.history.append(entry)
+
+        now = self._clock()
+        m = self._metrics
+        m.room_frames.inc(len(entries))
+        if sent:
+            m.frames_sent.inc(sent)
+        for t in latencies:
+            m.token_latency.observe(now - t)
+        return len(entries)

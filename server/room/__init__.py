@@ -1,0 +1,1 @@
+"""The room core (pure: state + event + now -> effects) and its runner."""

@@ -1,0 +1,199 @@
+"""Events into the room core and effects out of it. Plain values, no I/O.
+
+The runner (``runner.py``) is the only code that turns effects into I/O:
+``Publish`` and ``AppendText`` go to the room's hub channel, ``MarkDirty`` makes
+the hub ask the room for a latest-value frame on its next tick, ``Reply`` goes to
+the session whose event caused it, requests go to the narrator, timers to the loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from protocol.messages import NarratorState, RoomMessage, ServerMessage
+from server.room.mood import MoodSnapshot
+
+TimerKind = Literal["vote_close", "reveal", "retry", "mood"]
+StateKind = Literal["tally", "mood", "presence"]
+
+# --------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """The room opened."""
+
+
+@dataclass(frozen=True, slots=True)
+class ViewerJoined:
+    """A connection of ``participant`` joined (a participant may hold several)."""
+
+    participant: str
+
+
+@dataclass(frozen=True, slots=True)
+class ViewerLeft:
+    """A connection of ``participant`` left."""
+
+    participant: str
+
+
+@dataclass(frozen=True, slots=True)
+class VoteCast:
+    """``participant`` votes ``option`` in ``window``."""
+
+    participant: str
+    window: int
+    option: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReactionSent:
+    """An emotion signal from ``participant``."""
+
+    participant: str
+    reaction: str | None = None
+    valence: float | None = None
+    arousal: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NarrationDelta:
+    """New narration text of request ``request``."""
+
+    request: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class NarrationDone:
+    """Request ``request`` finished its narration."""
+
+    request: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChoicesReady:
+    """Request ``request`` produced ballot options."""
+
+    request: int
+    options: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class EngineFailed:
+    """Request ``request`` failed (error, stall, engine death)."""
+
+    request: int
+    reason: str
+    stalled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TimerFired:
+    """A timer armed by ``ArmTimer`` fired; stale tokens are ignored."""
+
+    timer: TimerKind
+    token: int
+
+
+@dataclass(frozen=True, slots=True)
+class NarratorStatus:
+    """The scheduler's view of this room's narrator (busy when queued)."""
+
+    state: NarratorState
+    message: str = ""
+
+
+Event = (
+    Start
+    | ViewerJoined
+    | ViewerLeft
+    | VoteCast
+    | ReactionSent
+    | NarrationDelta
+    | NarrationDone
+    | ChoicesReady
+    | EngineFailed
+    | TimerFired
+    | NarratorStatus
+)
+
+# --------------------------------------------------------------------------- effects
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    """Broadcast a room frame (the hub stamps epoch and seq, in order)."""
+
+    frame: RoomMessage
+
+
+@dataclass(frozen=True, slots=True)
+class AppendText:
+    """Narration text to coalesce into the tick's ``token`` frame of ``beat``."""
+
+    beat: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class MarkDirty:
+    """Latest-value state changed; sent at most once per tick."""
+
+    kind: StateKind
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A message for the session whose event caused it (no seq)."""
+
+    message: ServerMessage
+
+
+@dataclass(frozen=True, slots=True)
+class RequestNarration:
+    """Narrate ``beat`` (driven by ``choice``, steered by ``mood``) as request ``request``."""
+
+    request: int
+    beat: int
+    choice: str | None
+    mood: MoodSnapshot
+
+
+@dataclass(frozen=True, slots=True)
+class RequestChoices:
+    """Propose ballot options after the committed beat ``beat`` (text ``text``)."""
+
+    request: int
+    beat: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class CancelRequest:
+    """Abort request ``request``."""
+
+    request: int
+
+
+@dataclass(frozen=True, slots=True)
+class ArmTimer:
+    """Fire ``TimerFired(timer, token)`` at time ``at`` (same clock as ``now``)."""
+
+    timer: TimerKind
+    at: float
+    token: int
+
+
+Effect = (
+    Publish
+    | AppendText
+    | MarkDirty
+    | Reply
+    | RequestNarration
+    | RequestChoices
+    | CancelRequest
+    | ArmTimer
+)

@@ -1,0 +1,86 @@
+"""Room phases and what each accepts, as data.
+
+Rules of the beat loop::
+
+    paused ──resume──> narrating ──narration done──> (narrating: ballot being written)
+                           │                                 │ choices ready
+                           │ engine failed                   ▼
+                           └──────> paused              voting ──window closed──> resolving
+                                      ▲                                               │
+                                      └── room empty ── at reveal done ──> narrating ─┘
+
+- Narration and the ballot that follows it belong to ``narrating``; the room
+  enters ``voting`` only when a ballot exists.
+- ``resolving`` is the short reveal between a closed window and the next beat
+  (clients show the winner); the next narration request goes out when it ends.
+- ``paused`` has a reason: ``empty`` (nobody is watching; resumes on join),
+  ``engine`` (the engine failed or stalled; resumes on the retry timer) or
+  ``starting``.
+- Viewer events (join, leave, react) are accepted in every phase; ``vote``
+  only in ``voting``.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Final
+
+
+class Phase(StrEnum):
+    """The phase of a room."""
+
+    NARRATING = "narrating"
+    VOTING = "voting"
+    RESOLVING = "resolving"
+    PAUSED = "paused"
+
+
+class Step(StrEnum):
+    """Internal transitions between phases (the edges of the diagram above)."""
+
+    BALLOT_OPENED = "ballot_opened"
+    WINDOW_CLOSED = "window_closed"
+    REVEAL_DONE = "reveal_done"
+    ENGINE_FAILED = "engine_failed"
+    EMPTY = "empty"
+    RESUME = "resume"
+
+
+#: {phase: {step: next phase}}. A step not listed for a phase is a bug in the core.
+TRANSITIONS: Final[dict[Phase, dict[Step, Phase]]] = {
+    Phase.NARRATING: {
+        Step.BALLOT_OPENED: Phase.VOTING,
+        Step.ENGINE_FAILED: Phase.PAUSED,
+    },
+    Phase.VOTING: {
+        Step.WINDOW_CLOSED: Phase.RESOLVING,
+    },
+    Phase.RESOLVING: {
+        Step.REVEAL_DONE: Phase.NARRATING,
+        Step.EMPTY: Phase.PAUSED,
+    },
+    Phase.PAUSED: {
+        Step.RESUME: Phase.NARRATING,
+        Step.ENGINE_FAILED: Phase.PAUSED,
+    },
+}
+
+#: Client messages each phase accepts (by protocol ``type``).
+ACCEPTS: Final[dict[Phase, frozenset[str]]] = {
+    Phase.NARRATING: frozenset({"react", "ping"}),
+    Phase.VOTING: frozenset({"vote", "react", "ping"}),
+    Phase.RESOLVING: frozenset({"react", "ping"}),
+    Phase.PAUSED: frozenset({"react", "ping"}),
+}
+
+
+class TransitionError(RuntimeError):
+    """The core asked for a transition the table does not allow (a bug, never client input)."""
+
+
+def next_phase(phase: Phase, step: Step) -> Phase:
+    """The phase after ``step`` from ``phase``; raises TransitionError if not allowed."""
+    try:
+        return TRANSITIONS[phase][step]
+    except KeyError:
+        raise TransitionError(f"{step.value} is not allowed in {phase.value}") from None

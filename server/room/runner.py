@@ -1,0 +1,188 @@
+"""The room runner: the only awaiting code of a room.
+
+It feeds events to the pure ``Room`` and carries out the effects it returns:
+frames to the hub channel, replies to the session that caused them, engine
+requests to the narrator (one task at a time), timers to the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from inference.narrator import Narrator
+from inference.prompts import NarrationContext, PastBeat, StorySpec, mood_directive
+from inference.types import EngineStalled
+from protocol.messages import ServerMessage
+from server.hub import RoomChannel
+from server.metrics import Metrics
+from server.room import effects as fx
+from server.room.mood import MoodSnapshot
+from server.room.state import Room
+
+log = logging.getLogger(__name__)
+
+
+class Origin(Protocol):
+    """Where a ``Reply`` goes: the session whose message caused the event."""
+
+    def send_message(self, message: ServerMessage) -> None:
+        """Encode and write one personal message, without awaiting."""
+        ...
+
+
+class RoomRunner:
+    """Owns one ``Room``, its channel and its engine request."""
+
+    def __init__(
+        self,
+        room: Room,
+        channel: RoomChannel,
+        narrator: Narrator,
+        spec: StorySpec,
+        metrics: Metrics,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.room = room
+        self.channel = channel
+        self.narrator = narrator
+        self.spec = spec
+        self.metrics = metrics
+        self.clock = clock
+        self._task: asyncio.Task[None] | None = None
+        self._task_request = 0
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._closed = False
+
+    @property
+    def name(self) -> str:
+        """The room's name."""
+        return self.room.name
+
+    def start(self) -> None:
+        """Open the room (narration begins when a viewer is present, per settings)."""
+        self.dispatch(fx.Start())
+
+    async def close(self) -> None:
+        """Stop timers and the engine request."""
+        self._closed = True
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    def dispatch(self, event: fx.Event, origin: Origin | None = None) -> None:
+        """Apply ``event`` now and carry out its effects (synchronously, in order)."""
+        if self._closed:
+            return
+        try:
+            effects = self.room.handle(event, self.clock())
+        except Exception:  # a bug in the core must not take the node down
+            log.exception("room %s failed on %r", self.name, event)
+            return
+        for effect in effects:
+            self._apply(effect, origin)
+
+    def _apply(self, effect: fx.Effect, origin: Origin | None) -> None:
+        ch = self.channel
+        match effect:
+            case fx.Publish(frame):
+                ch.publish(frame)
+            case fx.AppendText(beat, text):
+                ch.append_text(beat, text)
+            case fx.MarkDirty(kind):
+                ch.mark_dirty(kind)
+            case fx.Reply(message):
+                if origin is not None:
+                    origin.send_message(message)
+            case fx.RequestNarration():
+                self._spawn(effect.request, self._narrate(effect))
+            case fx.RequestChoices():
+                self._spawn(effect.request, self._choices(effect))
+            case fx.CancelRequest(request):
+                self._cancel(request)
+            case fx.ArmTimer(timer, at, token):
+                old = self._timers.pop(timer, None)
+                if old is not None:
+                    old.cancel()
+                delay = max(0.0, at - self.clock())
+                loop = asyncio.get_running_loop()
+                self._timers[timer] = loop.call_later(
+                    delay, self._fire, fx.TimerFired(timer, token)
+                )
+
+    def _fire(self, event: fx.TimerFired) -> None:
+        self._timers.pop(event.timer, None)
+        self.dispatch(event)
+
+    # ------------------------------------------------------------------ engine requests
+
+    def _spawn(self, request: int, coro: object) -> None:
+        self._cancel(self._task_request)
+        self._task_request = request
+        self._task = asyncio.get_running_loop().create_task(
+            coro,  # type: ignore[arg-type]
+            name=f"room:{self.name}:request:{request}",
+        )
+
+    def _cancel(self, request: int) -> None:
+        task = self._task
+        if (
+            request == self._task_request
+            and task is not None
+            and not task.done()
+            and task is not asyncio.current_task()
+        ):
+            task.cancel()
+
+    def _context(self, beat: int, choice: str | None, mood: MoodSnapshot) -> NarrationContext:
+        s = self.room.settings
+        return NarrationContext(
+            room=self.name,
+            beat=beat,
+            spec=self.spec,
+            story=[PastBeat(b.text, b.choice) for b in self.room.story],
+            choice=choice,
+            mood=mood_directive(mood.valence, mood.arousal, mood.intensity),
+            max_tokens=s.narration_tokens,
+            n_choices=s.n_choices,
+        )
+
+    async def _narrate(self, eff: fx.RequestNarration) -> None:
+        ctx = self._context(eff.beat, eff.choice, eff.mood)
+        try:
+            async for delta in self.narrator.narrate(ctx):
+                if delta.tokens:
+                    self.metrics.engine_tokens.inc(delta.tokens)
+                if delta.text:
+                    self.dispatch(fx.NarrationDelta(eff.request, delta.text))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._failed(eff.request, exc)
+            return
+        self.dispatch(fx.NarrationDone(eff.request))
+
+    async def _choices(self, eff: fx.RequestChoices) -> None:
+        ctx = self._context(eff.beat, None, self.room.mood.read(self.clock()))
+        try:
+            options = await self.narrator.choices(ctx, eff.text)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._failed(eff.request, exc)
+            return
+        self.dispatch(fx.ChoicesReady(eff.request, tuple(options)))
+
+    def _failed(self, request: int, exc: Exception) -> None:
+        stalled = isinstance(exc, EngineStalled)
+        self.metrics.engine_failures.inc()
+        log.warning("room %s: engine request %d failed: %s", self.name, request, exc)
+        self.dispatch(fx.EngineFailed(request, str(exc) or type(exc).__name__, stalled=stalled))

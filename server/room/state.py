@@ -1,0 +1,430 @@
+"""The room core: ``Room.handle(event, now) -> list[Effect]``.
+
+Pure: no asyncio, no sockets, no clock. Time comes in as ``now`` (seconds, the
+same clock the runner uses to fire timers). The phase rules live in
+``phases.py``; voting rules in ``votes.py``; mood in ``mood.py``.
+
+Beat loop: narrate beat N (stream) -> commit it -> ask for choices -> open the
+vote window -> close it on its timer -> reveal the winner -> narrate beat N+1
+driven by the winner and the mood.
+
+Invariants:
+- Only the current request's events are applied (``request`` ids); late events
+  of an aborted or failed request are ignored.
+- A beat is committed (``beat_end``) only when its narration finished; a failed
+  narration is announced with ``beat_abort`` and retold from scratch.
+- Each participant has one counted vote per window.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from protocol import messages as m
+from protocol.codes import ErrorCode
+from server.room import effects as fx
+from server.room.mood import MoodAggregator, MoodSnapshot
+from server.room.phases import ACCEPTS, Phase, Step, next_phase
+from server.room.votes import VoteWindow, WindowResult
+
+DEFAULT_TITLE = "The Lantern Market"
+DEFAULT_PREMISE = (
+    "In a city where lanterns remember every secret spoken near them, a young courier "
+    "finds one that has gone dark."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RoomSettings:
+    """Per-room rules. Defaults are the documented ones (docs/protocol.md, Limits)."""
+
+    title: str = DEFAULT_TITLE
+    premise: str = DEFAULT_PREMISE
+    n_choices: int = 3
+    vote_s: float = 15.0
+    reveal_s: float = 2.0
+    retry_s: float = 2.0
+    retry_max_s: float = 30.0
+    narration_tokens: int = 120
+    pause_when_empty: bool = True
+    mood_half_life_s: float = 20.0
+    mood_refresh_s: float = 5.0
+    reactions_per_s: float = 4.0
+    reaction_burst: int = 8
+    snapshot_beats: int = 50
+    seed: str = "fablecast"
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.n_choices <= 5:
+            raise ValueError("n_choices must be 2..5")
+        if self.vote_s <= 0 or self.reveal_s < 0 or self.retry_s <= 0:
+            raise ValueError("vote_s and retry_s must be > 0, reveal_s >= 0")
+
+
+@dataclass(slots=True)
+class CommittedBeat:
+    """A beat of the story and the choice that led to it."""
+
+    beat: int
+    text: str
+    choice: str | None
+
+
+@dataclass(slots=True)
+class _Bucket:
+    tokens: float
+    t: float
+
+
+@dataclass(slots=True)
+class Room:
+    """One live story. Feed it events with ``handle``; apply the effects it returns."""
+
+    name: str
+    settings: RoomSettings = field(default_factory=RoomSettings)
+    phase: Phase = Phase.PAUSED
+    reason: str | None = "starting"
+    story: list[CommittedBeat] = field(default_factory=list)
+    partial: list[str] = field(default_factory=list)
+    choice: str | None = None  # the choice driving the beat being narrated
+    window: VoteWindow | None = None
+    last_result: WindowResult | None = None
+    narrator: m.NarratorState = "ok"
+    viewers: dict[str, int] = field(default_factory=dict)
+    mood: MoodAggregator = field(default_factory=MoodAggregator)
+    _request: int = 0
+    _stage: str | None = None  # "narration" | "choices" while a request runs
+    _windows: int = 0
+    _timers: dict[str, int] = field(default_factory=dict)
+    _failures: int = 0
+    _retry_stage: str = "narration"
+    _buckets: dict[str, _Bucket] = field(default_factory=dict)
+    _started: bool = False
+
+    def __post_init__(self) -> None:
+        self.mood.half_life_s = self.settings.mood_half_life_s
+
+    # ------------------------------------------------------------------ queries
+
+    @property
+    def beat(self) -> int:
+        """The beat being narrated or just told (1-based; 0 before the first)."""
+        if self.phase is Phase.NARRATING and self._stage == "narration":
+            return len(self.story) + 1
+        if self.phase is Phase.PAUSED and self._retry_stage == "narration" and self._started:
+            return len(self.story) + 1
+        return len(self.story)
+
+    @property
+    def viewer_count(self) -> int:
+        """Distinct participants present."""
+        return len(self.viewers)
+
+    @property
+    def current_request(self) -> int | None:
+        """The id of the running engine request, if any."""
+        return self._request if self._stage else None
+
+    def state_frame(self, kind: fx.StateKind, now: float) -> m.RoomMessage | None:
+        """The latest value of ``kind`` (None: nothing to send)."""
+        if kind == "tally":
+            return self._tally()
+        if kind == "mood":
+            return self._mood_frame(self.mood.read(now))
+        return m.Presence(viewers=self.viewer_count)
+
+    def snapshot(self, now: float, *, epoch: str, seq: int, participant: str | None) -> m.Snapshot:
+        """Everything a late joiner needs, as of room frame ``seq``."""
+        keep = self.settings.snapshot_beats
+        story = [m.StoryBeat(beat=b.beat, text=b.text, choice=b.choice) for b in self.story[-keep:]]
+        ballot = self._ballot() if self.window else None
+        tally = self._tally()
+        mood = self._mood_frame(self.mood.read(now))
+        # Nested frames carry the snapshot's (epoch, seq): the state they show is as of seq.
+        for frame in (ballot, tally, mood):
+            if frame is not None:
+                frame.epoch, frame.seq = epoch, seq
+        my_vote = self.window.votes.get(participant) if self.window and participant else None
+        return m.Snapshot(
+            epoch=epoch,
+            seq=seq,
+            title=self.settings.title,
+            phase=self.phase.value,
+            beat=self.beat,
+            story=story,
+            truncated=len(self.story) > keep,
+            partial="".join(self.partial),
+            ballot=ballot,
+            tally=tally,
+            mood=mood,
+            viewers=self.viewer_count,
+            narrator=self.narrator,
+            reason=self.reason,
+            my_vote=my_vote,
+        )
+
+    def accepts(self, message_type: str) -> bool:
+        """Whether the current phase accepts a client message of this type."""
+        return message_type in ACCEPTS[self.phase]
+
+    # ------------------------------------------------------------------ dispatch
+
+    def handle(self, event: fx.Event, now: float) -> list[fx.Effect]:
+        """Apply one event at time ``now``; return the effects to carry out, in order."""
+        out: list[fx.Effect] = []
+        match event:
+            case fx.Start():
+                self._on_start(now, out)
+            case fx.ViewerJoined(participant):
+                self._on_join(participant, now, out)
+            case fx.ViewerLeft(participant):
+                self._on_leave(participant, out)
+            case fx.VoteCast():
+                self._on_vote(event, out)
+            case fx.ReactionSent():
+                self._on_react(event, now, out)
+            case fx.NarrationDelta(request, text):
+                if request == self.current_request and self._stage == "narration" and text:
+                    self.partial.append(text)
+                    out.append(fx.AppendText(self.beat, text))
+            case fx.NarrationDone(request):
+                if request == self.current_request and self._stage == "narration":
+                    self._on_narration_done(now, out)
+            case fx.ChoicesReady(request, options):
+                if request == self.current_request and self._stage == "choices":
+                    self._on_choices(options, now, out)
+            case fx.EngineFailed(request, reason, stalled):
+                if request == self.current_request:
+                    self._on_failure(reason, stalled, now, out)
+            case fx.TimerFired(timer, token):
+                if self._timers.get(timer) == token:
+                    del self._timers[timer]
+                    self._on_timer(timer, now, out)
+            case fx.NarratorStatus(state, message):
+                if state != self.narrator:
+                    self.narrator = state
+                    out.append(fx.Publish(m.Narrator(state=state, message=message)))
+        return out
+
+    # ------------------------------------------------------------------ transitions
+
+    def _go(self, step: Step, out: list[fx.Effect], reason: str | None = None) -> None:
+        self.phase = next_phase(self.phase, step)
+        self.reason = reason
+        out.append(fx.Publish(m.Phase(phase=self.phase.value, beat=self.beat, reason=reason)))
+
+    def _arm(self, timer: fx.TimerKind, at: float, out: list[fx.Effect]) -> None:
+        token = self._timers.get(timer, 0) + 1
+        self._timers[timer] = token
+        out.append(fx.ArmTimer(timer, at, token))
+
+    def _next_request(self, stage: str) -> int:
+        self._request += 1
+        self._stage = stage
+        return self._request
+
+    def _narrate(self, now: float, out: list[fx.Effect], step: Step) -> None:
+        """Start (or retell) beat len(story)+1."""
+        self._stage = "narration"  # so ``beat`` below is the new one
+        self._go(step, out)
+        self.partial = []
+        request = self._next_request("narration")
+        out.append(fx.Publish(m.BeatStart(beat=self.beat, choice=self.choice)))
+        out.append(fx.RequestNarration(request, self.beat, self.choice, self.mood.read(now)))
+
+    def _request_choices(self, out: list[fx.Effect]) -> None:
+        request = self._next_request("choices")
+        last = self.story[-1]
+        out.append(fx.RequestChoices(request, last.beat, last.text))
+
+    def _on_start(self, now: float, out: list[fx.Effect]) -> None:
+        if self._started:
+            return
+        self._started = True
+        if self.settings.pause_when_empty and not self.viewers:
+            self.reason = "empty"
+            out.append(fx.Publish(m.Phase(phase=self.phase.value, beat=0, reason="empty")))
+            return
+        self._narrate(now, out, Step.RESUME)
+
+    def _on_join(self, participant: str, now: float, out: list[fx.Effect]) -> None:
+        count = self.viewers.get(participant, 0)
+        self.viewers[participant] = count + 1
+        if count == 0:
+            out.append(fx.MarkDirty("presence"))
+        if self._started and self.phase is Phase.PAUSED and self.reason == "empty":
+            self._narrate(now, out, Step.RESUME)
+
+    def _on_leave(self, participant: str, out: list[fx.Effect]) -> None:
+        count = self.viewers.get(participant, 0)
+        if count <= 1:
+            if self.viewers.pop(participant, None) is not None:
+                out.append(fx.MarkDirty("presence"))
+        else:
+            self.viewers[participant] = count - 1
+
+    def _on_vote(self, vote: fx.VoteCast, out: list[fx.Effect]) -> None:
+        window = self.window
+        if self.phase is not Phase.VOTING or window is None:
+            out.append(_error(ErrorCode.NOT_IN_PHASE, f"no vote window is open ({self.phase})"))
+            return
+        if vote.window != window.window:
+            out.append(
+                _error(
+                    ErrorCode.WINDOW_CLOSED,
+                    f"window {vote.window} is not open; the open window is {window.window}",
+                )
+            )
+            return
+        if not 0 <= vote.option < len(window.options):
+            out.append(
+                _error(
+                    ErrorCode.UNKNOWN_OPTION,
+                    f"option {vote.option} is not on the ballot (0..{len(window.options) - 1})",
+                )
+            )
+            return
+        status = window.cast(vote.participant, vote.option)
+        out.append(fx.Reply(m.VoteAck(window=window.window, option=vote.option, status=status)))
+        if status != "unchanged":
+            out.append(fx.MarkDirty("tally"))
+
+    def _on_react(self, r: fx.ReactionSent, now: float, out: list[fx.Effect]) -> None:
+        if r.reaction is None and r.valence is None and r.arousal is None:
+            out.append(_error(ErrorCode.INVALID_MESSAGE, "react needs reaction or valence/arousal"))
+            return
+        s = self.settings
+        bucket = self._buckets.get(r.participant)
+        if bucket is None:
+            bucket = self._buckets[r.participant] = _Bucket(float(s.reaction_burst), now)
+        bucket.tokens = min(
+            float(s.reaction_burst), bucket.tokens + (now - bucket.t) * s.reactions_per_s
+        )
+        bucket.t = now
+        if bucket.tokens < 1.0:
+            out.append(
+                _error(
+                    ErrorCode.RATE_LIMITED, f"at most {s.reactions_per_s:g} reactions per second"
+                )
+            )
+            return
+        bucket.tokens -= 1.0
+        if len(self._buckets) > 4 * max(1, len(self.viewers)) + 64:
+            # Forget buckets of participants who left (bounded memory).
+            self._buckets = {p: b for p, b in self._buckets.items() if p in self.viewers}
+        self.mood.add(now, reaction=r.reaction, valence=r.valence, arousal=r.arousal)
+        out.append(fx.MarkDirty("mood"))
+        if "mood" not in self._timers:
+            self._arm("mood", now + s.mood_refresh_s, out)
+
+    def _on_narration_done(self, now: float, out: list[fx.Effect]) -> None:
+        text = "".join(self.partial).strip()
+        if not text:
+            self._on_failure("the engine returned no text", False, now, out)
+            return
+        beat = self.beat
+        self.story.append(CommittedBeat(beat, text, self.choice))
+        self.partial = []
+        self._failures = 0
+        out.append(fx.Publish(m.BeatEnd(beat=beat, text=text)))
+        self._request_choices(out)
+
+    def _on_choices(self, options: tuple[str, ...], now: float, out: list[fx.Effect]) -> None:
+        options = tuple(options[: self.settings.n_choices])
+        if len(options) < 2:
+            self._on_failure("fewer than 2 choices", False, now, out)
+            return
+        self._stage = None
+        self._failures = 0
+        self._windows += 1
+        self.window = VoteWindow(self._windows, options, now, now + self.settings.vote_s)
+        self._go(Step.BALLOT_OPENED, out)
+        out.append(fx.Publish(self._ballot()))
+        out.append(fx.MarkDirty("tally"))
+        self._arm("vote_close", self.window.closes_at, out)
+
+    def _on_failure(self, reason: str, stalled: bool, now: float, out: list[fx.Effect]) -> None:
+        stage = self._stage or "narration"
+        out.append(fx.CancelRequest(self._request))
+        if stage == "narration":
+            beat = self.beat
+            self.partial = []
+            out.append(fx.Publish(m.BeatAbort(beat=beat, reason=reason)))
+        self._stage = None
+        self._retry_stage = stage
+        self._failures += 1
+        self.narrator = "stalled" if stalled else "down"
+        out.append(fx.Publish(m.Narrator(state=self.narrator, message=reason)))
+        self._go(Step.ENGINE_FAILED, out, reason="engine")
+        delay = min(self.settings.retry_max_s, self.settings.retry_s * 2 ** (self._failures - 1))
+        self._arm("retry", now + delay, out)
+
+    def _on_timer(self, timer: fx.TimerKind, now: float, out: list[fx.Effect]) -> None:
+        if timer == "vote_close" and self.window is not None:
+            window = self.window
+            result = window.result(f"{self.settings.seed}:{self.name}")
+            self.last_result = result
+            self.window = None
+            self.choice = window.options[result.winner]
+            self._go(Step.WINDOW_CLOSED, out)
+            out.append(
+                fx.Publish(
+                    m.VoteResult(
+                        window=window.window,
+                        winner=result.winner,
+                        text=self.choice,
+                        counts=list(result.counts),
+                        voters=result.voters,
+                        tie_break=result.tie_break,
+                    )
+                )
+            )
+            self._arm("reveal", now + self.settings.reveal_s, out)
+        elif timer == "reveal":
+            if self.settings.pause_when_empty and not self.viewers:
+                self._go(Step.EMPTY, out, reason="empty")
+            else:
+                self._narrate(now, out, Step.REVEAL_DONE)
+        elif timer == "retry" and self.phase is Phase.PAUSED and self.reason == "engine":
+            self.narrator = "ok"
+            out.append(fx.Publish(m.Narrator(state="ok", message="retrying")))
+            if self._retry_stage == "choices":
+                self._stage = "choices"
+                self._go(Step.RESUME, out)
+                self._request_choices(out)
+            else:
+                self._narrate(now, out, Step.RESUME)
+        elif timer == "mood":
+            snap = self.mood.read(now)
+            out.append(fx.MarkDirty("mood"))
+            if snap.intensity >= 0.1:
+                self._arm("mood", now + self.settings.mood_refresh_s, out)
+
+    # ------------------------------------------------------------------ frames
+
+    def _ballot(self) -> m.Ballot:
+        w = self.window
+        assert w is not None
+        return m.Ballot(
+            window=w.window,
+            beat=len(self.story),
+            options=[m.Option(index=i, text=t) for i, t in enumerate(w.options)],
+            duration_ms=round((w.closes_at - w.opened_at) * 1000),
+            closes_at_ms=round(w.closes_at * 1000),
+        )
+
+    def _tally(self) -> m.Tally | None:
+        w = self.window
+        if w is None:
+            return None
+        return m.Tally(window=w.window, counts=list(w.counts), voters=len(w.votes))
+
+    @staticmethod
+    def _mood_frame(s: MoodSnapshot) -> m.Mood:
+        return m.Mood(
+            valence=s.valence, arousal=s.arousal, intensity=s.intensity, reactions=s.reactions
+        )
+
+
+def _error(code: ErrorCode, message: str) -> fx.Reply:
+    return fx.Reply(m.Error(code=code.value, message=message))

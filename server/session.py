@@ -1,0 +1,156 @@
+"""One client connection: decode and validate, rate-limit, route to the room, write replies.
+
+A session never awaits a write: replies and room frames go to the transport's
+write buffer (its outbox), which the hub bounds (``outbox_max_bytes``, 4008).
+
+Policy on bad input (every case answered, nothing of the room's state lost):
+- undecodable / unknown / invalid message -> ``error`` with its code; after
+  ``max_bad_messages`` in a row -> close 4001.
+- over the rate limit -> ``error rate_limited``, message dropped; after
+  ``max_rate_violations`` in a row -> close 4009.
+- oversized frame -> closed by the WebSocket layer with 1009.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Final
+
+from websockets.asyncio.server import ServerConnection, broadcast
+
+from protocol import messages as m
+from protocol.codec import Codec
+from protocol.codes import CloseCode, ErrorCode
+from protocol.errors import ProtocolError
+from server.config import ServerConfig
+from server.metrics import Metrics
+from server.room import effects as fx
+from server.room.runner import RoomRunner
+
+log = logging.getLogger(__name__)
+
+_BACKGROUND: Final[set[asyncio.Task[None]]] = set()
+
+
+def close_soon(ws: ServerConnection, code: CloseCode, reason: str) -> None:
+    """Start the closing handshake without awaiting it (the task is kept alive)."""
+    task = asyncio.get_running_loop().create_task(ws.close(code, reason))
+    _BACKGROUND.add(task)
+    task.add_done_callback(_BACKGROUND.discard)
+
+
+class Session:
+    """State of one connection after the handshake."""
+
+    def __init__(
+        self, ws: ServerConnection, codec: Codec, config: ServerConfig, metrics: Metrics
+    ) -> None:
+        self.ws = ws
+        self.codec = codec
+        self.config = config
+        self.metrics = metrics
+        self.participant: str | None = None
+        self.runner: RoomRunner | None = None
+        self.closed = False
+        self._tokens = float(config.message_burst)
+        self._t = time.monotonic()
+        self._bad = 0
+        self._violations = 0
+
+    # ------------------------------------------------------------------ hub side
+
+    @property
+    def connection(self) -> object:
+        """The websockets connection."""
+        return self.ws
+
+    def buffered_bytes(self) -> int:
+        """Bytes in this client's outbox (the transport write buffer)."""
+        transport = self.ws.transport
+        return 0 if transport is None else int(transport.get_write_buffer_size())
+
+    def close_slow(self) -> None:
+        """Close with 4008: the client fell behind its outbox bound."""
+        self.close(CloseCode.SLOW_CONSUMER, "slow consumer: reconnect and resume")
+
+    def send_data(self, data: bytes) -> None:
+        """Write one encoded frame, without awaiting."""
+        broadcast([self.ws], data, text=self.codec.is_text)
+
+    def send_message(self, message: m.ServerMessage) -> None:
+        """Encode and write one personal message."""
+        if isinstance(message, m.Error):
+            self.metrics.protocol_errors.labels(message.code).inc()
+        self.send_data(self.codec.encode(message))
+
+    def error(self, code: ErrorCode, message: str, ref: str | None = None) -> None:
+        """Answer with an ``error`` message."""
+        self.send_message(m.Error(code=code.value, message=message, ref=ref))
+
+    def close(self, code: CloseCode, reason: str) -> None:
+        """Close the connection with ``code`` (once)."""
+        if not self.closed:
+            self.closed = True
+            close_soon(self.ws, code, reason)
+
+    # ------------------------------------------------------------------ input
+
+    def _rate_ok(self) -> bool:
+        now = time.monotonic()
+        cfg = self.config
+        self._tokens = min(
+            float(cfg.message_burst), self._tokens + (now - self._t) * cfg.messages_per_s
+        )
+        self._t = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            self._violations = 0
+            return True
+        self._violations += 1
+        if self._violations >= cfg.max_rate_violations:
+            self.close(CloseCode.RATE_LIMIT_EXCEEDED, "rate limit exceeded repeatedly")
+        else:
+            self.error(
+                ErrorCode.RATE_LIMITED, f"at most {cfg.messages_per_s:g} messages per second"
+            )
+        return False
+
+    def decode(self, data: bytes | str) -> m.ClientMessage | None:
+        """Decode one frame; answer and count bad input (None when it was bad)."""
+        try:
+            msg = self.codec.decode_client(data)
+        except ProtocolError as exc:
+            self._bad += 1
+            if self._bad >= self.config.max_bad_messages:
+                self.error(exc.code, exc.message)
+                self.close(CloseCode.PROTOCOL_ERROR, "too many bad messages")
+            else:
+                self.error(exc.code, exc.message)
+            return None
+        self._bad = 0
+        self.metrics.messages_received.labels(type(msg).__name__.lower()).inc()
+        return msg
+
+    def receive(self, data: bytes | str) -> None:
+        """Handle one frame from a joined client."""
+        if self.closed or not self._rate_ok():
+            return
+        msg = self.decode(data)
+        if msg is None:
+            return
+        runner = self.runner
+        participant = self.participant
+        assert runner is not None and participant is not None
+        match msg:
+            case m.Vote(window=window, option=option):
+                runner.dispatch(fx.VoteCast(participant, window, option), origin=self)
+            case m.React(reaction=reaction, valence=valence, arousal=arousal):
+                runner.dispatch(
+                    fx.ReactionSent(participant, reaction, valence, arousal), origin=self
+                )
+            case m.Ping(nonce=nonce):
+                self.send_message(m.Pong(nonce=nonce, server_time_ms=int(time.time() * 1000)))
+            case m.Hello():
+                self.error(ErrorCode.ALREADY_JOINED, "hello was already received", ref="hello")
