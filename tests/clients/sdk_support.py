@@ -159,7 +159,7 @@ class FakeServer:
             0,
             subprotocols=[Subprotocol(JSON.subprotocol), Subprotocol(MSGPACK.subprotocol)],
         )
-        self.port = self._server.sockets[0].getsockname()[1]  # type: ignore[index]
+        self.port = self._server.sockets[0].getsockname()[1]
         return self
 
     async def stop(self) -> None:
