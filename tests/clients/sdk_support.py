@@ -138,6 +138,8 @@ class FakeServer:
         self.conns: list[Conn] = []
         self._server: Server | None = None
         self.port = 0
+        #: (code, reason): close every connection at once, before reading its hello.
+        self.close_before_hello: tuple[int, str] | None = None
 
     @property
     def url(self) -> str:
@@ -145,6 +147,9 @@ class FakeServer:
         return f"ws://127.0.0.1:{self.port}/rooms/test"
 
     async def _handle(self, ws: ServerConnection) -> None:
+        if self.close_before_hello is not None:
+            await ws.close(*self.close_before_hello)
+            return
         first = self.codec.decode_client(await ws.recv())
         assert isinstance(first, Hello), first
         conn = Conn(ws, self.codec, len(self.hellos), first)

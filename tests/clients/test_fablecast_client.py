@@ -262,6 +262,15 @@ async def test_fatal_close_codes_raise_with_the_code(code: int) -> None:
         assert len(server.hellos) == 1
 
 
+async def test_close_before_hello_is_reported_with_its_code() -> None:
+    async with FakeServer(lambda conn: conn.hold()) as server:
+        server.close_before_hello = (4004, "no room 'test'")
+        async with FablecastClient(server.url, backoff=FAST) as c:
+            with pytest.raises(FablecastClosed) as info:
+                await collect(c, 1)
+        assert info.value.code == 4004 and "ROOM_NOT_FOUND" in str(info.value)
+
+
 async def test_normal_close_ends_iteration() -> None:
     async def script(conn: Conn) -> None:
         await conn.send(welcome(), snapshot(), token(1))

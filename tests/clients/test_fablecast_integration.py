@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("server.node")
 
-from fablecast.client import Backoff, FablecastClient
+from fablecast.client import Backoff, ConnectError, FablecastClient, FablecastClosed
 from sdk_support import timeout
 from test_fablecast_commands import finish, read_json_until, start_cli
 
@@ -171,3 +171,27 @@ async def test_play_votes_from_piped_stdin_and_gets_a_vote_ack() -> None:
         if proc.returncode is None:
             await finish(proc)
         await node.stop()
+
+
+@pytest.mark.parametrize(("path", "code"), [("/rooms/nope", 4004), ("/rooms/bad.name", 4003)])
+async def test_sdk_reports_fatal_close_codes_of_the_node(node: Node, path: str, code: int) -> None:
+    url = f"ws://127.0.0.1:{node.port}{path}"
+    with pytest.raises(FablecastClosed) as info:
+        async with FablecastClient(url, backoff=FAST) as client, asyncio.timeout(timeout(5)):
+            async for _ in client:
+                pass
+    assert info.value.code == code
+
+
+async def test_sdk_reports_an_http_refusal_at_connect(node: Node) -> None:
+    with pytest.raises(ConnectError, match="404"):
+        async with FablecastClient(f"ws://127.0.0.1:{node.port}/elsewhere"):
+            pass
+
+
+async def test_watch_of_a_missing_room_exits_1(node: Node) -> None:
+    proc = await start_cli("watch", node.url("nope"))
+    async with asyncio.timeout(timeout(10)):
+        _, err = await proc.communicate()
+    assert proc.returncode == 1
+    assert "4004" in err.decode() and "Traceback" not in err.decode()

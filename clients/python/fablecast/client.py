@@ -329,11 +329,10 @@ class FablecastClient:
             epoch=self._epoch if self._last_seq is not None else None,
             since=self._last_seq,
         )
-        try:
+        with contextlib.suppress(ConnectionClosed):
+            # Closed at once (e.g. 4004 no such room): the next receive reports the
+            # close code, and iteration decides whether it is fatal.
             await ws.send(self.codec.encode(hello), text=self.codec.is_text)
-        except ConnectionClosed:
-            await ws.close()
-            raise
         self._ws = ws
         self._joined = False
         self._awaiting_snapshot = False
