@@ -318,7 +318,7 @@ async def test_missing_welcome_counts_as_a_lost_connection() -> None:
 
     async with (
         FakeServer(script) as server,
-        FablecastClient(server.url, backoff=FAST, welcome_timeout=0.2) as c,
+        FablecastClient(server.url, backoff=FAST, welcome_timeout=timeout(0.2)) as c,
     ):
         msgs = await collect(c, 3)
         assert seqs(msgs) == [1]
