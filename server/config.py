@@ -31,6 +31,10 @@ class ServerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_message_bytes: Annotated[int, Meta(ge=256, le=16 * 1024 * 1024)] = DEFAULT_MAX_MESSAGE_BYTES
     #: Bytes queued to one client before it is closed with 4008 (slow consumer).
     outbox_max_bytes: PosInt = 1024 * 1024
+    #: Kernel send buffer per connection (SO_SNDBUF), bytes; None keeps the OS default
+    #: (autotuned, up to MBs on loopback). A small one bounds memory per connection
+    #: and makes a stalled client visible in its outbox sooner.
+    socket_send_buffer: Annotated[int, Meta(ge=4096)] | None = None
     #: Resume history per room: frames and bytes.
     history_frames: PosInt = 4096
     history_bytes: PosInt = 8 * 1024 * 1024

@@ -79,7 +79,7 @@ class RoomChannel:
         self.room = room
         self.epoch = epoch or secrets.token_hex(4)
         self.seq = 0
-        self.history = history or History()
+        self.history = history if history is not None else History()
         self.outbox_max_bytes = outbox_max_bytes
         self._state = state
         self._metrics = metrics
@@ -185,10 +185,16 @@ class RoomChannel:
         if not frames:
             return 0
 
+        # Stamp, encode once per codec in use and keep in history first, so seq and
+        # history stay consistent whatever happens while writing to clients.
+        codecs = [codec for codec, group in self._subs.items() if group] or [MSGPACK]
         entries: list[Entry] = []
         for frame in frames:
             self.seq += 1
             entry = Entry(self.seq, msgspec.structs.replace(frame, epoch=self.epoch, seq=self.seq))
+            for codec in codecs:
+                entry.size = len(entry.data(codec))
+            self.history.append(entry)
             entries.append(entry)
 
         self._drop_slow()
@@ -200,11 +206,6 @@ class RoomChannel:
             for entry in entries:
                 broadcast(conns, entry.data(codec), text=codec.is_text)  # type: ignore[arg-type]
             sent += len(conns) * len(entries)
-        for entry in entries:
-            if not entry.encoded:
-                entry.data(MSGPACK)  # nobody listening: still size the history entry
-            entry.size = len(next(iter(entry.encoded.values())))
-            self.history.append(entry)
 
         now = self._clock()
         m = self._metrics

@@ -15,6 +15,7 @@ import http
 import logging
 import re
 import secrets
+import socket
 import time
 from collections.abc import Sequence
 from urllib.parse import urlsplit
@@ -239,6 +240,10 @@ class Node:
         if runner.channel.subscriber_count >= self.config.server.max_viewers_per_room:
             await ws.close(CloseCode.ROOM_FULL, "room is full")
             return
+        sndbuf = self.config.server.socket_send_buffer
+        sock = ws.transport.get_extra_info("socket") if ws.transport else None
+        if sndbuf is not None and sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
         session = Session(
             ws, codec_for_subprotocol(ws.subprotocol), self.config.server, self.metrics
         )
@@ -247,6 +252,7 @@ class Node:
         try:
             hello = await self._await_hello(session)
             if hello is None:
+                await ws.wait_closed()  # let the closing handshake carry our code
                 return
             self._join(session, runner, hello)
             joined = True
@@ -274,6 +280,8 @@ class Node:
                         return None
         except TimeoutError:
             session.close(CloseCode.HELLO_TIMEOUT, "no hello in time")
+        if not session.closed:  # the client went away before saying hello
+            session.close(CloseCode.GOING_AWAY, "closed before hello")
         return None
 
     def _join(self, session: Session, runner: RoomRunner, hello: m.Hello) -> None:

@@ -1,0 +1,207 @@
+"""``fablecast bench fanout|votes|soak|plots``: the server benchmarks (see docs/benchmarks.md).
+
+Each command prints one JSON object on stdout (``--json``; a short human summary
+otherwise) and logs progress on stderr with ``-v``. Everything runs on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
+
+
+def _group(sub: SubParsers, groups: dict[str, SubParsers]) -> SubParsers:
+    bench = groups.get("bench")
+    if bench is None:
+        parser = sub.add_parser("bench", help="benchmarks (loopback only)")
+        bench = parser.add_subparsers(dest="bench_command", required=True, metavar="BENCH")
+        groups["bench"] = bench
+    return bench
+
+
+def _rates(text: str) -> tuple[float, ...]:
+    return tuple(float(x) for x in text.split(",") if x.strip())
+
+
+def _log(args: argparse.Namespace) -> Any:
+    if not args.verbose:
+        return None
+    return lambda line: print(line, file=sys.stderr, flush=True)
+
+
+def _emit(result: dict[str, Any], args: argparse.Namespace, keys: tuple[str, ...]) -> None:
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key in keys:
+            print(f"{key}: {json.dumps(result.get(key))}")
+    if args.output:
+        with open(args.output, "w") as f:
+            json.dump(result, f, indent=1)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--output", "-o", help="also write the full JSON report to this file")
+    p.add_argument("--verbose", "-v", action="store_true", help="log each step on stderr")
+    p.add_argument(
+        "--codec",
+        default="fablecast.v1.json",
+        choices=("fablecast.v1.json", "fablecast.v1.msgpack"),
+        help="subprotocol of every viewer",
+    )
+    p.add_argument("--procs", type=int, default=1, help="load generator processes")
+
+
+def _fanout(args: argparse.Namespace) -> int:
+    from server.bench.fanout import run_fanout
+
+    result = run_fanout(
+        rooms=args.rooms,
+        clients=args.clients,
+        codec=args.codec,
+        tick_ms=args.tick_ms,
+        rates=_rates(args.rates),
+        warm_s=args.warm,
+        step_s=args.step,
+        procs=args.procs,
+        p99_bound_ms=args.p99_ms,
+        retries=args.retries,
+        log=_log(args),
+    )
+    _emit(
+        result,
+        args,
+        (
+            "deliveries_per_s",
+            "baseline_deliveries_per_s",
+            "ratio_vs_raw",
+            "latency_ms",
+            "spread_ms",
+            "lost",
+            "duplicated",
+            "reordered",
+            "mem_per_conn_kib",
+            "loop_lag_ms_p99",
+            "loadgen",
+        ),
+    )
+    return 0
+
+
+def _votes(args: argparse.Namespace) -> int:
+    from server.bench.votes import run_votes
+
+    result = run_votes(
+        rooms=args.rooms,
+        clients=args.clients,
+        codec=args.codec,
+        rate=args.rate,
+        duration_s=args.duration,
+        burst=args.burst,
+        procs=args.procs,
+        tick_ms=args.tick_ms,
+        log=_log(args),
+    )
+    _emit(
+        result,
+        args,
+        ("votes_per_s", "tally_latency_ms", "lost_votes", "double_counted", "burst"),
+    )
+    return 0
+
+
+def _soak(args: argparse.Namespace) -> int:
+    from server.bench.soak import run_soak
+
+    result = run_soak(
+        minutes=args.minutes,
+        rooms=args.rooms,
+        clients=args.clients,
+        codec=args.codec,
+        procs=args.procs,
+        tick_ms=args.tick_ms,
+        tokens_per_s=args.tokens_per_s,
+        seed=args.seed,
+        log=_log(args),
+    )
+    _emit(
+        result,
+        args,
+        (
+            "lost",
+            "duplicated",
+            "reordered",
+            "resumes_recovered",
+            "resumes_not_recovered",
+            "slow_closed",
+            "rss_start_mib",
+            "rss_end_mib",
+        ),
+    )
+    return 0
+
+
+def _plots(args: argparse.Namespace) -> int:
+    from server.bench.plots import main as plots_main
+
+    argv = ["--out", args.out, "--data", args.data]
+    if args.quick:
+        argv.append("--quick")
+    if args.from_data:
+        argv.append("--from-data")
+    code: int = plots_main(argv)
+    return code
+
+
+def register(sub: SubParsers, groups: dict[str, SubParsers]) -> None:
+    """Add ``bench fanout``, ``bench votes``, ``bench soak`` and ``bench plots``."""
+    bench = _group(sub, groups)
+
+    p = bench.add_parser("fanout", help="fan-out capacity vs a bare websockets broadcast")
+    _common(p)
+    p.add_argument("--rooms", type=int, default=10)
+    p.add_argument("--clients", type=int, default=1000)
+    p.add_argument("--tick-ms", type=int, default=10, help="coalescing tick of both sides")
+    p.add_argument(
+        "--rates",
+        default="10,20,40,60,80,100,150,200",
+        help="token-rate steps per room (tokens/s), comma-separated",
+    )
+    p.add_argument("--warm", type=float, default=1.0, help="warm-up seconds per step")
+    p.add_argument("--step", type=float, default=3.0, help="measured seconds per step")
+    p.add_argument("--p99-ms", type=float, default=100.0, help="latency bound of a sustained step")
+    p.add_argument("--retries", type=int, default=1, help="re-measure a failed step (shared CPU)")
+    p.set_defaults(func=_fanout)
+
+    p = bench.add_parser("votes", help="sustained vote ingestion, tally latency, a 10k burst")
+    _common(p)
+    p.add_argument("--rooms", type=int, default=4)
+    p.add_argument("--clients", type=int, default=2000, help="voting viewers (sustained phase)")
+    p.add_argument("--rate", type=float, default=25000, help="offered votes per second")
+    p.add_argument("--duration", type=float, default=5.0, help="sustained phase seconds")
+    p.add_argument("--burst", type=int, default=10000, help="votes in the one-second burst")
+    p.add_argument("--tick-ms", type=int, default=50)
+    p.set_defaults(func=_votes)
+
+    p = bench.add_parser("soak", help="churn: join, leave, stall, resume for M minutes")
+    _common(p)
+    p.add_argument("--minutes", type=float, default=10.0)
+    p.add_argument("--rooms", type=int, default=4)
+    p.add_argument("--clients", type=int, default=400)
+    p.add_argument("--tick-ms", type=int, default=50)
+    p.add_argument("--tokens-per-s", type=float, default=20.0)
+    p.add_argument("--seed", type=int, default=1)
+    p.set_defaults(func=_soak)
+
+    p = bench.add_parser("plots", help="run the sweeps and draw docs/img/*.png")
+    p.add_argument("--out", default="docs/img")
+    p.add_argument("--data", default="docs/img/bench-data.json")
+    p.add_argument("--quick", action="store_true", help="small sweeps (minutes, not tens)")
+    p.add_argument("--from-data", action="store_true", help="redraw from --data, run nothing")
+    p.set_defaults(func=_plots)

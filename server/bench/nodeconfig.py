@@ -1,0 +1,58 @@
+"""Builds the real ``Node`` for a bench: loopback, a free port, N rooms, the bench engine."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from server.bench.engine import StampEngine
+from server.config import Config, EngineConfig, RoomConfig, ServerConfig
+from server.node import Node
+
+#: ServerConfig fields a bench may override through its options (``server`` dict).
+_SERVER_KEYS = frozenset(ServerConfig.__struct_fields__)
+_ROOM_KEYS = frozenset(RoomConfig.__struct_fields__) - {"name"}
+
+
+def bench_config(opts: dict[str, Any]) -> Config:
+    """The node config of a bench run.
+
+    ``opts``: ``rooms`` (count, named ``bench0..``), ``tick_ms``, ``beat_tokens``
+    (narration tokens per beat), optional ``server`` and ``room`` override dicts.
+    """
+    server: dict[str, Any] = {"host": "127.0.0.1", "port": 0, "tick_ms": int(opts["tick_ms"])}
+    server.update({k: v for k, v in dict(opts.get("server") or {}).items() if k in _SERVER_KEYS})
+    room: dict[str, Any] = {
+        "narration_tokens": int(opts.get("beat_tokens", 4096)),
+        "vote_s": 0.5,
+        "reveal_s": 0.0,
+    }
+    room.update({k: v for k, v in dict(opts.get("room") or {}).items() if k in _ROOM_KEYS})
+    return Config(
+        server=ServerConfig(**server),
+        engine=EngineConfig(kind="scripted", stall_timeout_s=30.0),
+        rooms=[RoomConfig(name=f"bench{i}", **room) for i in range(int(opts.get("rooms", 1)))],
+    )
+
+
+def make_node(engine: StampEngine, opts: dict[str, Any]) -> Node:
+    """A node for ``opts`` (see ``bench_config``) narrating with ``engine``."""
+    return Node(bench_config(opts), engine=engine)
+
+
+def node_connections(node: Node) -> int:
+    """Viewers attached to the node's rooms."""
+    return sum(r.channel.subscriber_count for r in node.rooms.values())
+
+
+def node_counters(node: Node) -> dict[str, float]:
+    """The node's own counters the benches report (slow clients dropped, resumes)."""
+    out: dict[str, float] = {}
+    m = node.metrics
+    for name, counter in (("slow_dropped", m.slow_clients_dropped), ("resumes", m.resumes)):
+        total = 0.0
+        for metric in counter.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_total"):
+                    total += sample.value
+        out[name] = total
+    return out

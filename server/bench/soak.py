@@ -1,0 +1,168 @@
+"""``bench soak``: viewers join, leave, drop, stall and resume across rooms for M minutes.
+
+The real node runs rooms through whole beats (narration, ballot, vote, result)
+with the bench engine; viewers vote and react now and then. Each viewer acts
+about every ``mean_gap_s`` seconds (``loadgen.SOAK_ACTIONS``): drop the TCP
+connection and resume (``hello`` with ``epoch``/``since``), leave and join fresh,
+stall reading briefly, or stall long enough to pass the node's outbox bound and
+be closed as a slow consumer (4008), then resume. Small socket buffers (client
+``SO_RCVBUF``, server ``socket_send_buffer``) and a small ``outbox_max_bytes``
+make long stalls bite within seconds. Every viewer tracks its room's seq across
+its reconnects: a resume that says ``recovered: true`` must deliver every
+missed frame in order, so any gap counts as lost.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from server.bench.fanout import machine
+from server.bench.loadgen import loadgen_main
+from server.bench.procs import Child, ask_all
+from server.bench.serverproc import server_main
+
+_GROUP = "soak"
+
+
+def run_soak(
+    *,
+    minutes: float = 10.0,
+    rooms: int = 4,
+    clients: int = 400,
+    codec: str = "fablecast.v1.json",
+    procs: int = 1,
+    tick_ms: int = 50,
+    tokens_per_s: float = 20.0,
+    seed: int = 1,
+    mean_gap_s: float = 10.0,
+    long_stall_s: float = 30.0,
+    outbox_max_bytes: int = 32 * 1024,
+    log: Any = None,
+) -> dict[str, Any]:
+    """Run the soak (see the module docstring) and build its report."""
+    started = time.time()
+    mach = machine()
+    duration = minutes * 60.0
+    opts: dict[str, Any] = {
+        "tick_ms": tick_ms,
+        "tokens_per_s": tokens_per_s,
+        "beat_tokens": 60,
+        "rooms": rooms,
+        "room": {"vote_s": 3.0, "reveal_s": 0.5, "n_choices": 3},
+        "server": {"socket_send_buffer": 4096, "outbox_max_bytes": outbox_max_bytes},
+    }
+    server = Child(server_main, "fablecast", opts, name="server-soak")
+    gens: list[Child] = []
+    rss_series: list[tuple[float, float]] = []
+    try:
+        port = server.wait(60)["port"]
+        gens = [Child(loadgen_main, codec, False, name=f"loadgen-{i}") for i in range(procs)]
+        per_proc: list[list[tuple[int, int, str]]] = [[] for _ in gens]
+        for i in range(clients):
+            per_proc[i % len(gens)].append((i, i % rooms, f"bench{i % rooms}"))
+        for g, viewers in zip(gens, per_proc, strict=True):
+            g.conn.send(("connect", {"port": port, "viewers": viewers, "group": _GROUP}))
+        connected = sum(g.wait(120)["connected"] for g in gens)
+        if connected < clients:
+            raise RuntimeError(f"only {connected} of {clients} viewers connected")
+        time.sleep(1.0)
+        server.ask("reset")
+        start_stats = server.ask("stats")
+        t0 = time.monotonic()
+        for k, g in enumerate(gens):
+            arg = {
+                "group": _GROUP,
+                "duration_s": duration,
+                "seed": seed * 1000 + k,
+                "rcvbuf": 4096,
+                "mean_gap_s": mean_gap_s,
+                "long_stall_s": long_stall_s,
+            }
+            g.conn.send(("soak", arg))
+        # Sample the server's memory while the load generators churn.
+        sample_every = max(1.0, min(30.0, duration / 20))
+        next_sample = 0.0
+        pending = list(gens)
+        while pending:
+            elapsed = time.monotonic() - t0
+            if elapsed >= next_sample:
+                rss_series.append((round(elapsed, 1), round(server.ask("stats")["rss"] / 2**20, 1)))
+                if log is not None:
+                    log(f"soak t={elapsed:.0f}s rss={rss_series[-1][1]} MiB")
+                next_sample += sample_every
+            for g in list(pending):
+                if g.conn.poll(0.2):
+                    g.wait(1)
+                    pending.remove(g)
+            if elapsed > duration + 120:
+                raise TimeoutError("load generators did not finish")
+        # Tail: hold narration, then every viewer must have its room's last frame.
+        server.ask("pause")
+        time.sleep(0.5)
+        first = ask_all(gens, "snapshot", _GROUP)
+        time.sleep(1.0)
+        final = ask_all(gens, "snapshot", _GROUP)
+        end_stats = server.ask("stats")
+        room_max: dict[int, int] = {}
+        for s in first:
+            for room, seqs in s["last_seq"].items():
+                room_max[int(room)] = max([room_max.get(int(room), -1), *seqs])
+        tail_lost = sum(
+            max(0, room_max.get(int(room), -1) - x)
+            for s in final
+            for room, seqs in s["last_seq"].items()
+            for x in seqs
+        )
+        if log is not None:
+            log(f"room max {room_max}")
+            for s in final:
+                for d in s["debug"]:
+                    if d[2] < room_max.get(d[1], -1):
+                        log(f"behind: {d}")
+        ask_all(gens, "close")
+    finally:
+        for g in gens:
+            g.stop()
+        server.stop()
+
+    def total(key: str) -> int:
+        return sum(int(s[key]) for s in final)
+
+    actions: dict[str, int] = {}
+    closed: dict[str, int] = {}
+    for s in final:
+        for k, n in s["actions"].items():
+            actions[k] = actions.get(k, 0) + n
+        for k, n in s["closed_codes"].items():
+            closed[k] = closed.get(k, 0) + n
+    return {
+        "bench": "soak",
+        "minutes": minutes,
+        "rooms": rooms,
+        "clients": clients,
+        "codec": codec,
+        "tick_ms": tick_ms,
+        "tokens_per_s_per_room": tokens_per_s,
+        "frames": total("frames"),
+        "lost": total("lost") + tail_lost,
+        "tail_lost": tail_lost,
+        "duplicated": total("duplicated"),
+        "reordered": total("reordered"),
+        "resumes_recovered": total("resumes_recovered"),
+        "resumes_not_recovered": total("resumes_not_recovered"),
+        "epoch_changes": total("epoch_changes"),
+        "slow_closed": int(end_stats.get("slow_dropped", 0)),
+        "server_closes_seen_by_clients": closed,
+        "actions": actions,
+        "connect_failures": total("connect_failures"),
+        "open_at_end": total("open"),
+        "rss_start_mib": round(start_stats["rss"] / 2**20, 1),
+        "rss_end_mib": round(end_stats["rss"] / 2**20, 1),
+        "rss_series_mib": rss_series,
+        "server_cpu_util": end_stats["cpu"]["util"],
+        "loadgen_cpu_util": [s["cpu"]["util"] for s in final],
+        "limits": {"outbox_max_bytes": outbox_max_bytes, "socket_send_buffer": 4096},
+        "machine": mach,
+        "elapsed_s": round(time.time() - started, 1),
+    }

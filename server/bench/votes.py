@@ -1,0 +1,205 @@
+"""``bench votes``: sustained vote ingestion with tally latency, then a one-second burst.
+
+Rooms are configured with a vote window that stays open for the whole bench
+(``vote_s`` = 1 h, 5 options, 8-token beats so voting opens at once), and a
+per-client message limit above the offered rate (the bench measures ingestion,
+not the rate limiter; the limit is reported). Then:
+
+1. sustained: the load generators offer ``rate`` votes/s for ``duration_s``;
+   every vote changes the voter's option among 2..4 (so every vote moves the
+   tally). ``votes_per_s`` counts ``vote_ack`` replies received per second.
+   Tally latency: one probe viewer per room votes alone on options 0/1 and
+   times vote -> first tally showing it (``loadgen.Probe``).
+2. burst: ``burst`` votes offered within one second by the same viewers.
+3. check: after a settle, each room's last tally must equal the votes the
+   viewers hold (their last acked option): ``lost_votes`` = votes never answered
+   plus tally deficits, ``double_counted`` = tally surpluses (and voters).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from server.bench.fanout import machine
+from server.bench.loadgen import loadgen_main
+from server.bench.procs import Child, ask_all
+from server.bench.serverproc import server_main
+from server.bench.stats import Histogram
+
+_GROUP = "votes"
+
+
+def _merge_reports(reps: list[dict[str, Any]]) -> dict[str, Any]:
+    expected: dict[int, dict[int, int]] = {}
+    voters: dict[int, int] = {}
+    tallies: dict[int, list[Any]] = {}
+    lat = Histogram()
+    ack = Histogram()
+    errors: dict[str, int] = {}
+    out = {"sent": 0, "acked": 0, "unanswered": 0, "probe_timeouts": 0, "acks_window": 0}
+    for r in reps:
+        for key in out:
+            out[key] += r[key]
+        for room, counts in r["expected"].items():
+            into = expected.setdefault(int(room), {})
+            for opt, n in counts.items():
+                into[int(opt)] = into.get(int(opt), 0) + n
+        for room, n in r["voters"].items():
+            voters[int(room)] = voters.get(int(room), 0) + n
+        for room, t in r["tallies"].items():
+            tallies[int(room)] = t  # every viewer of a room sees the same latest tally
+        for code, n in r["errors"].items():
+            errors[code] = errors.get(code, 0) + n
+        lat.merge_wire(r["tally_latency"])
+        ack.merge_wire(r["vote_ack"])
+    return {
+        **out,
+        "expected": expected,
+        "voters": voters,
+        "tallies": tallies,
+        "errors": errors,
+        "tally_latency": lat,
+        "vote_ack": ack,
+        "loadgen_cpu_util": [r["cpu"]["util"] for r in reps],
+    }
+
+
+def _check(merged: dict[str, Any]) -> dict[str, int]:
+    """Compare each room's last tally with the votes its viewers hold."""
+    lost = merged["unanswered"]
+    double = 0
+    for room, exp in merged["expected"].items():
+        tally = merged["tallies"].get(room)
+        counts: list[int] = tally[1] if tally else []
+        for opt in range(max(len(counts), max(exp, default=-1) + 1)):
+            have = counts[opt] if opt < len(counts) else 0
+            want = exp.get(opt, 0)
+            if have > want:
+                double += have - want
+            elif want > have:
+                lost += want - have
+        n = tally[2] if tally else 0
+        double += max(0, n - merged["voters"].get(room, 0))
+    return {"lost_votes": lost, "double_counted": double}
+
+
+def run_votes(
+    *,
+    rooms: int = 4,
+    clients: int = 500,
+    codec: str = "fablecast.v1.json",
+    rate: float = 25000.0,
+    duration_s: float = 5.0,
+    burst: int = 10000,
+    procs: int = 1,
+    tick_ms: int = 50,
+    messages_per_s: float = 100.0,
+    log: Any = None,
+) -> dict[str, Any]:
+    """Run the votes bench (see the module docstring) and build its report."""
+    started = time.time()
+    mach = machine()
+    opts: dict[str, Any] = {
+        "tick_ms": tick_ms,
+        "tokens_per_s": 500.0,
+        "beat_tokens": 8,
+        "rooms": rooms,
+        "room": {"vote_s": 3600.0, "reveal_s": 0.0, "n_choices": 5},
+        "server": {"messages_per_s": messages_per_s, "message_burst": int(messages_per_s * 2)},
+    }
+    server = Child(server_main, "fablecast", opts, name="server-votes")
+    gens: list[Child] = []
+    try:
+        ready_port = server.wait(60)["port"]
+        gens = [Child(loadgen_main, codec, False, name=f"loadgen-{i}") for i in range(procs)]
+        per_proc: list[list[tuple[int, int, str]]] = [[] for _ in gens]
+        for i in range(clients):
+            per_proc[i % len(gens)].append((i, i % rooms, f"bench{i % rooms}"))
+        for g, viewers in zip(gens, per_proc, strict=True):
+            g.conn.send(("connect", {"port": ready_port, "viewers": viewers, "group": _GROUP}))
+        connected = sum(g.wait(120)["connected"] for g in gens)
+        if connected < clients:
+            raise RuntimeError(f"only {connected} of {clients} viewers connected")
+        with_ballot = sum(ask_all(gens, "wait_ballot", {"group": _GROUP, "timeout_s": 30}))
+        if with_ballot < clients:
+            raise RuntimeError(f"only {with_ballot} of {clients} viewers saw a ballot")
+
+        def phase(offered: float, seconds: float) -> tuple[dict[str, Any], dict[str, Any], float]:
+            server.ask("reset")
+            ask_all(gens, "reset", _GROUP)
+            ask_all(gens, "reset_probes")
+            t0 = time.monotonic()
+            for k, g in enumerate(gens):
+                arg = {"group": _GROUP, "rate": offered / len(gens), "duration_s": seconds}
+                g.conn.send(("vote_load", {**arg, "probes": k == 0}))
+            for g in gens:
+                g.wait(seconds + 60)
+            # Wait (bounded) until every vote is answered.
+            deadline = time.monotonic() + 10
+            while True:
+                merged = _merge_reports(ask_all(gens, "vote_report", _GROUP))
+                if merged["unanswered"] == 0 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            answered_s = time.monotonic() - t0
+            stats = server.ask("stats")
+            return merged, stats, answered_s
+
+        phase(rate / 10, 1.0)  # warm-up
+        sustained, s_stats, s_answered = phase(rate, duration_s)
+        if log is not None:
+            log(f"sustained: acks={sustained['acks_window']} in {s_answered:.2f}s")
+        burst_merged, b_stats, b_answered = phase(float(burst), 1.0)
+        if log is not None:
+            log(f"burst: acks={burst_merged['acks_window']} in {b_answered:.2f}s")
+        time.sleep(max(0.5, 4 * tick_ms / 1000))
+        final = _merge_reports(ask_all(gens, "vote_report", _GROUP))
+        check = _check(final)
+        ask_all(gens, "close")
+    finally:
+        for g in gens:
+            g.stop()
+        server.stop()
+
+    votes_per_s = round(sustained["acks_window"] / s_answered, 1)
+    util = s_stats["cpu"]["util"]
+    return {
+        "bench": "votes",
+        "rooms": rooms,
+        "clients": clients,
+        "codec": codec,
+        "tick_ms": tick_ms,
+        "offered_votes_per_s": rate,
+        "votes_per_s": votes_per_s,
+        "server_cpu_util": util,
+        "votes_per_s_per_core": round(votes_per_s / util, 1) if util else None,
+        "tally_latency_ms": sustained["tally_latency"].summary(0.5, 0.99),
+        "tally_samples": sustained["tally_latency"].total,
+        "tally_probe_timeouts": sustained["probe_timeouts"],
+        "vote_ack_latency_ms": sustained["vote_ack"].summary(0.5, 0.99),
+        "lost_votes": check["lost_votes"],
+        "double_counted": check["double_counted"],
+        "rejected": final["errors"],
+        "burst": {
+            "votes": burst_merged["acks_window"],
+            "offered": burst,
+            "all_answered_s": round(b_answered, 3),
+            "tally_latency_ms": burst_merged["tally_latency"].summary(0.5, 0.99),
+            "vote_ack_latency_ms": burst_merged["vote_ack"].summary(0.5, 0.99),
+            "server_cpu_util": b_stats["cpu"]["util"],
+        },
+        "sent": final["sent"],
+        "acked": final["acked"],
+        "loop_lag_ms_p99": _lag_p99(s_stats),
+        "loadgen": {"procs": procs, "cpu_util": sustained["loadgen_cpu_util"]},
+        "limits": {"messages_per_s": messages_per_s, "message_burst": int(messages_per_s * 2)},
+        "machine": mach,
+        "elapsed_s": round(time.time() - started, 1),
+    }
+
+
+def _lag_p99(stats: dict[str, Any]) -> float | None:
+    h = Histogram()
+    h.merge_wire(stats["loop_lag"])
+    return h.percentile_ms(0.99)

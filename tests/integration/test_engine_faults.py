@@ -1,0 +1,56 @@
+"""Engine failures pause the room with a message within a second, and it resumes."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from inference.backends.scripted import ScriptedEngine
+from protocol import messages as m
+from server.node import Node
+from tests.integration.ws_harness import connect, make_config
+from tests.support import scaled
+
+pytestmark = pytest.mark.integration
+
+
+async def start(engine: ScriptedEngine) -> Node:
+    node = Node(make_config(narration_tokens=40), engine=engine)
+    await node.start()
+    return node
+
+
+@pytest.mark.parametrize("fault", ["fail", "stall"])
+async def test_a_failed_or_stalled_beat_is_aborted_paused_and_retold(fault: str) -> None:
+    engine = ScriptedEngine(tokens_per_s=100, first_token_s=0.01)
+    if fault == "fail":
+        engine.fail_next = 1
+    else:
+        engine.stall_next = 1
+    node = await start(engine)
+    try:
+        c = await connect(node)
+        first = await c.until(lambda f: isinstance(f, m.Token))
+        t0 = time.monotonic()
+        paused = await c.until(lambda f: isinstance(f, m.Phase) and f.phase == "paused")
+        # Stall timeout is 0.5 s in the test config; the pause reaches clients within 1 s of it.
+        assert time.monotonic() - t0 < scaled(0.5 + 1.0)
+        assert isinstance(paused, m.Phase) and paused.reason == "engine"
+        abort = next(f for f in c.seen if isinstance(f, m.BeatAbort))
+        assert isinstance(first, m.Token) and abort.beat == first.beat == 1
+        narrator = next(f for f in c.seen if isinstance(f, m.Narrator))
+        assert narrator.state == ("down" if fault == "fail" else "stalled")
+        assert not any(isinstance(f, m.BeatEnd) for f in c.seen), "no partial beat committed"
+
+        again = await c.until(lambda f: isinstance(f, m.BeatStart))
+        assert isinstance(again, m.BeatStart) and again.beat == 1
+        end = await c.until(lambda f: isinstance(f, m.BeatEnd))
+        assert isinstance(end, m.BeatEnd) and end.beat == 1
+        tokens_after = [
+            f for f in c.seen if isinstance(f, m.Token) and f.seq > again.seq and f.beat == 1
+        ]
+        assert "".join(t.text for t in tokens_after).strip() == end.text
+        await c.ws.close()
+    finally:
+        await node.stop()
