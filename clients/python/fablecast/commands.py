@@ -91,6 +91,10 @@ class _Style:
 BOLD, DIM, RED, GREEN, YELLOW, CYAN, MAGENTA = "1", "2", "31", "32", "33", "36", "35"
 
 
+def _voters(n: int) -> str:
+    return f"{n} voter" if n == 1 else f"{n} voters"
+
+
 class JsonRenderer:
     """Prints every server message as one JSON line (``type`` included), flushed per line."""
 
@@ -184,7 +188,7 @@ class TextRenderer:
                 for i, c in enumerate(ballot.counts)
             )
             left = ballot.remaining_s(view.monotonic())
-            parts.append(f"votes {counts} · {ballot.voters} voters · {left:.0f}s left")
+            parts.append(f"votes {counts} · {_voters(ballot.voters)} · {left:.0f}s left")
         parts.append(f"viewers {view.viewers}")
         mood = view.mood
         if mood is not None:
@@ -261,7 +265,7 @@ class TextRenderer:
             self._status_dirty = True
         elif isinstance(msg, VoteResult):
             counts = "-".join(str(c) for c in msg.counts)
-            line = f"✔ chosen: {msg.winner + 1}) {msg.text}  ({counts}, {msg.voters} voters"
+            line = f"✔ chosen: {msg.winner + 1}) {msg.text}  ({counts}, {_voters(msg.voters)}"
             line += f", {msg.tie_break})" if msg.tie_break else ")"
             self._line(st(line, BOLD, GREEN))
             self._write("\n")
