@@ -1,0 +1,450 @@
+"""server/hub.py RoomChannel: stamp, coalesce, encode once per codec, history, slow clients.
+
+``broadcast`` is replaced by a recorder that delivers into fake connections, so
+each fake subscriber sees, in order, every frame written to it (replays via
+``send_data`` and live frames via ``broadcast``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from protocol import messages as m
+from protocol.codec import JSON, MSGPACK, Codec
+from server import hub as hub_module
+from server.history import History
+from server.hub import RoomChannel
+from server.metrics import Metrics
+
+
+class FakeConn:
+    def __init__(self) -> None:
+        self.frames: list[tuple[bytes, bool]] = []
+
+
+class FakeSub:
+    def __init__(self, codec: Any, buffered: int = 0) -> None:
+        self.codec = codec
+        self.connection = FakeConn()
+        self.buffered = buffered
+        self.closed_slow = 0
+
+    def buffered_bytes(self) -> int:
+        return self.buffered
+
+    def close_slow(self) -> None:
+        self.closed_slow += 1
+
+    def send_data(self, data: bytes) -> None:
+        self.connection.frames.append((data, self.codec.is_text))
+
+    def received(self) -> list[Any]:
+        return [JSON.decode_server(d) if t else MSGPACK.decode_server(d) for d, t in self.frames]
+
+    @property
+    def frames(self) -> list[tuple[bytes, bool]]:
+        return self.connection.frames
+
+
+class CountingCodec:
+    """Wraps a Codec and counts encode calls."""
+
+    def __init__(self, inner: Codec) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.is_text = inner.is_text
+        self.calls = 0
+
+    def encode(self, message: Any) -> bytes:
+        self.calls += 1
+        return self.inner.encode(message)
+
+
+class Broadcasts:
+    def __init__(self) -> None:
+        self.calls: list[tuple[list[FakeConn], bytes, bool]] = []
+
+    def __call__(self, conns: Any, data: bytes, text: bool = False) -> None:
+        conns = list(conns)
+        self.calls.append((conns, data, text))
+        for conn in conns:
+            conn.frames.append((data, text))
+
+
+class Clock:
+    def __init__(self, t: float = 100.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+def sent(monkeypatch: pytest.MonkeyPatch) -> Broadcasts:
+    recorder = Broadcasts()
+    monkeypatch.setattr(hub_module, "broadcast", recorder)
+    return recorder
+
+
+class State:
+    """The room's latest-value frames, counting how often each kind is asked for."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {
+            "tally": m.Tally(window=1, counts=[1, 2], voters=3),
+            "mood": m.Mood(valence=0.1, arousal=0.2, intensity=1.0, reactions={}),
+            "presence": m.Presence(viewers=4),
+        }
+        self.asked: list[str] = []
+
+    def __call__(self, kind: str) -> Any:
+        self.asked.append(kind)
+        return self.values[kind]
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    return Metrics()
+
+
+@pytest.fixture
+def state() -> State:
+    return State()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def ch(sent: Broadcasts, state: State, metrics: Metrics, clock: Clock) -> RoomChannel:
+    return RoomChannel("demo", state=state, metrics=metrics, clock=clock, epoch="ep0")
+
+
+def sample(metrics: Metrics, name: str) -> float:
+    value = metrics.registry.get_sample_value(name)
+    return 0.0 if value is None else value
+
+
+def history_frames(ch: RoomChannel) -> list[Any]:
+    return [e.frame for e in ch.history.since(0, ch.seq) or []]
+
+
+# --------------------------------------------------------------------------- coalescing
+
+
+def test_text_is_coalesced_into_one_token_per_tick(ch: RoomChannel) -> None:
+    sub = FakeSub(JSON)
+    ch.attach(sub, epoch=None, since=None)
+    for part in ("Once ", "upon ", "a time"):
+        ch.append_text(1, part)
+    assert ch.flush() == 1
+    assert sub.received() == [m.Token(epoch="ep0", seq=1, beat=1, text="Once upon a time")]
+
+
+def test_text_of_different_beats_is_not_merged(ch: RoomChannel) -> None:
+    sub = FakeSub(JSON)
+    ch.attach(sub, epoch=None, since=None)
+    ch.append_text(1, "end of one. ")
+    ch.append_text(2, "start of two")
+    ch.append_text(2, ", more")
+    ch.flush()
+    assert [(f.beat, f.text) for f in sub.received()] == [
+        (1, "end of one. "),
+        (2, "start of two, more"),
+    ]
+
+
+def test_discrete_frames_keep_their_order_relative_to_text(ch: RoomChannel) -> None:
+    sub = FakeSub(MSGPACK)
+    ch.attach(sub, epoch=None, since=None)
+    ch.append_text(1, "a")
+    ch.append_text(1, "b")
+    ch.publish(m.BeatEnd(beat=1, text="ab"))
+    ch.append_text(1, "c")  # after the discrete frame: a new token frame
+    ch.publish(m.BeatStart(beat=2))
+    ch.append_text(2, "d")
+    ch.flush()
+    got = sub.received()
+    assert [type(f).__name__ for f in got] == ["Token", "BeatEnd", "Token", "BeatStart", "Token"]
+    assert [getattr(f, "text", None) for f in got] == ["ab", "ab", "c", None, "d"]
+    assert [f.seq for f in got] == [1, 2, 3, 4, 5]
+
+
+def test_dirty_state_is_sent_once_at_the_end(ch: RoomChannel, state: State) -> None:
+    sub = FakeSub(JSON)
+    ch.attach(sub, epoch=None, since=None)
+    ch.mark_dirty("tally")
+    ch.mark_dirty("presence")
+    ch.publish(m.Phase(phase="voting", beat=1))
+    ch.mark_dirty("tally")
+    ch.append_text(1, "x")
+    ch.mark_dirty("presence")
+    assert ch.has_pending
+    ch.flush()
+    assert [type(f).__name__ for f in sub.received()] == ["Phase", "Token", "Tally", "Presence"]
+    assert state.asked == ["tally", "presence"]
+    assert not ch.has_pending
+    assert ch.flush() == 0
+    assert state.asked == ["tally", "presence"]
+
+
+def test_dirty_state_is_the_latest_value_at_flush(ch: RoomChannel, state: State) -> None:
+    sub = FakeSub(JSON)
+    ch.attach(sub, epoch=None, since=None)
+    ch.mark_dirty("presence")
+    state.values["presence"] = m.Presence(viewers=99)
+    ch.flush()
+    assert sub.received() == [m.Presence(epoch="ep0", seq=1, viewers=99)]
+
+
+def test_dirty_state_without_a_value_consumes_no_seq(ch: RoomChannel, state: State) -> None:
+    state.values["tally"] = None
+    ch.mark_dirty("tally")
+    assert ch.flush() == 0
+    assert ch.seq == 0
+    ch.mark_dirty("tally")
+    ch.mark_dirty("mood")
+    assert ch.flush() == 1
+    assert ch.seq == 1
+
+
+# --------------------------------------------------------------------------- stamping
+
+
+def test_seq_is_contiguous_across_flushes(ch: RoomChannel) -> None:
+    sub = FakeSub(JSON)
+    ch.attach(sub, epoch=None, since=None)
+    assert ch.flush() == 0  # nothing pending: no seq used
+    ch.publish(m.BeatStart(beat=1))
+    ch.append_text(1, "a")
+    assert ch.flush() == 2
+    ch.mark_dirty("mood")
+    assert ch.flush() == 1
+    ch.publish(m.BeatEnd(beat=1, text="a"))
+    ch.publish(m.Phase(phase="voting", beat=1))
+    ch.flush()
+    got = sub.received()
+    assert [f.seq for f in got] == [1, 2, 3, 4, 5]
+    assert {f.epoch for f in got} == {"ep0"}
+    assert ch.seq == 5
+
+
+def test_published_frames_are_not_mutated(ch: RoomChannel) -> None:
+    frame = m.Presence(viewers=1)
+    ch.publish(frame)
+    ch.flush()
+    assert (frame.epoch, frame.seq) == ("", 0)
+
+
+def test_random_epoch_by_default(sent: Broadcasts, state: State, metrics: Metrics) -> None:
+    a = RoomChannel("a", state=state, metrics=metrics)
+    b = RoomChannel("b", state=state, metrics=metrics)
+    assert a.epoch != b.epoch
+    assert len(a.epoch) == 8
+
+
+def test_history_gets_every_stamped_frame(ch: RoomChannel) -> None:
+    ch.publish(m.BeatStart(beat=1))  # nobody listening: still kept
+    ch.flush()
+    sub = FakeSub(JSON)
+    ch.attach(sub, epoch=None, since=None)
+    ch.append_text(1, "x")
+    ch.mark_dirty("presence")
+    ch.flush()
+    frames = history_frames(ch)
+    assert [f.seq for f in frames] == [1, 2, 3]
+    assert [type(f).__name__ for f in frames] == ["BeatStart", "Token", "Presence"]
+    assert all(f.epoch == "ep0" for f in frames)
+    assert all(e.size > 0 for e in ch.history.since(0, ch.seq) or [])
+
+
+def test_history_bounds_apply(sent: Broadcasts, state: State, metrics: Metrics) -> None:
+    ch = RoomChannel("r", state=state, metrics=metrics, history=History(max_frames=3))
+    for n in range(5):
+        ch.publish(m.Presence(viewers=n))
+        ch.flush()
+    assert len(ch.history) == 3
+    assert ch.history.first_seq == 3
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: history.py documents its byte bound as JSON-encoded bytes, but the hub sizes "
+    "an entry by whichever encoding exists first (MessagePack when nobody or only MessagePack "
+    "clients listen), so history_bytes bounds a codec-dependent quantity",
+)
+def test_history_entry_size_is_its_json_size(ch: RoomChannel) -> None:
+    frame = m.Token(beat=1, text="some narration text " * 5)
+    ch.publish(frame)
+    ch.flush()
+    (entry,) = ch.history.since(0, ch.seq) or []
+    assert entry.size == len(JSON.encode(entry.frame))
+
+
+# --------------------------------------------------------------------------- fan-out
+
+
+def test_encode_once_per_codec(ch: RoomChannel, sent: Broadcasts, metrics: Metrics) -> None:
+    jc, mc = CountingCodec(JSON), CountingCodec(MSGPACK)
+    jsubs = [FakeSub(jc) for _ in range(3)]
+    msubs = [FakeSub(mc) for _ in range(2)]
+    for sub in jsubs + msubs:
+        ch.attach(sub, epoch=None, since=None)
+    assert ch.subscriber_count == 5
+    ch.publish(m.BeatStart(beat=1))
+    ch.append_text(1, "a")
+    ch.publish(m.BeatEnd(beat=1, text="a"))
+    ch.mark_dirty("tally")
+    assert ch.flush() == 4
+    assert (jc.calls, mc.calls) == (4, 4)
+    assert len(sent.calls) == 8  # one broadcast per frame per codec
+    for conns, _data, text in sent.calls:
+        expected = jsubs if text else msubs
+        assert conns == [s.connection for s in expected]
+    for sub in jsubs + msubs:
+        assert [f.seq for f in sub.received()] == [1, 2, 3, 4]
+        assert all(is_text == sub.codec.is_text for _d, is_text in sub.frames)
+    assert sample(metrics, "fablecast_room_frames_total") == 4
+    assert sample(metrics, "fablecast_frames_sent_total") == 20
+
+
+def test_no_subscribers_still_stamps(ch: RoomChannel, sent: Broadcasts, metrics: Metrics) -> None:
+    ch.publish(m.Presence(viewers=0))
+    assert ch.flush() == 1
+    assert sent.calls == []
+    assert sample(metrics, "fablecast_room_frames_total") == 1
+    assert sample(metrics, "fablecast_frames_sent_total") == 0
+
+
+def test_slow_subscriber_is_dropped_and_others_still_receive(
+    sent: Broadcasts, state: State, metrics: Metrics
+) -> None:
+    ch = RoomChannel("r", state=state, metrics=metrics, outbox_max_bytes=1000, epoch="e")
+    fast_j, fast_m = FakeSub(JSON, buffered=1000), FakeSub(MSGPACK)  # at the bound: kept
+    slow_j, slow_m = FakeSub(JSON, buffered=1001), FakeSub(MSGPACK, buffered=10**6)
+    for sub in (fast_j, slow_j, fast_m, slow_m):
+        ch.attach(sub, epoch=None, since=None)
+    ch.publish(m.BeatStart(beat=1))
+    ch.append_text(1, "text")
+    ch.flush()
+    assert (slow_j.closed_slow, slow_m.closed_slow) == (1, 1)
+    assert (fast_j.closed_slow, fast_m.closed_slow) == (0, 0)
+    assert slow_j.frames == [] and slow_m.frames == []
+    assert [f.seq for f in fast_j.received()] == [1, 2]
+    assert [f.seq for f in fast_m.received()] == [1, 2]
+    assert ch.subscriber_count == 2
+    assert set(map(id, ch.subscribers())) == {id(fast_j), id(fast_m)}
+    assert sample(metrics, "fablecast_slow_clients_dropped_total") == 2
+    # once dropped, never closed again
+    ch.publish(m.Presence(viewers=1))
+    ch.flush()
+    assert slow_j.closed_slow == 1
+    assert [f.seq for f in fast_j.received()] == [1, 2, 3]
+
+
+def test_token_latency_is_observed(ch: RoomChannel, clock: Clock, metrics: Metrics) -> None:
+    ch.append_text(1, "a", t=99.0)
+    ch.append_text(1, "b")  # at clock time 100
+    clock.t = 100.5
+    ch.flush()
+    assert sample(metrics, "fablecast_token_latency_seconds_count") == 2
+    assert sample(metrics, "fablecast_token_latency_seconds_sum") == pytest.approx(2.0)
+
+
+# --------------------------------------------------------------------------- attach / detach
+
+
+def _publish_n(ch: RoomChannel, n: int) -> None:
+    for i in range(n):
+        ch.publish(m.Presence(viewers=i))
+        ch.flush()
+
+
+def test_attach_flushes_first_so_pending_frames_are_not_live(ch: RoomChannel) -> None:
+    ch.publish(m.BeatStart(beat=1))
+    sub = FakeSub(JSON)
+    assert ch.attach(sub, epoch=None, since=None) is None
+    assert sub.frames == []
+    assert ch.seq == 1
+
+
+def test_attach_with_resume_replays_exactly_the_missed_frames(ch: RoomChannel) -> None:
+    _publish_n(ch, 6)
+    sub = FakeSub(MSGPACK)
+    assert ch.attach(sub, epoch="ep0", since=3) is True
+    assert [f.seq for f in sub.received()] == [4, 5, 6]
+    assert all(not is_text for _d, is_text in sub.frames)
+    ch.publish(m.BeatStart(beat=1))
+    ch.flush()
+    assert [f.seq for f in sub.received()] == [4, 5, 6, 7]
+
+
+def test_attach_replays_pending_frames_too(ch: RoomChannel) -> None:
+    _publish_n(ch, 2)
+    ch.append_text(1, "pending")
+    sub = FakeSub(JSON)
+    assert ch.attach(sub, epoch="ep0", since=1) is True
+    got = sub.received()
+    assert [f.seq for f in got] == [2, 3]
+    assert got[-1].text == "pending"
+
+
+def test_attach_up_to_date_is_recovered_with_nothing_to_replay(ch: RoomChannel) -> None:
+    _publish_n(ch, 3)
+    sub = FakeSub(JSON)
+    assert ch.attach(sub, epoch="ep0", since=3) is True
+    assert sub.frames == []
+
+
+@pytest.mark.parametrize(
+    ("epoch", "since"),
+    [("other", 2), (None, 2), ("ep0", 99), ("ep0", 0)],
+    ids=["wrong-epoch", "no-epoch", "future", "dropped"],
+)
+def test_attach_resume_that_cannot_be_served(
+    sent: Broadcasts, state: State, metrics: Metrics, epoch: str | None, since: int
+) -> None:
+    ch = RoomChannel("r", state=state, metrics=metrics, history=History(max_frames=3), epoch="ep0")
+    _publish_n(ch, 6)  # history keeps 4..6
+    sub = FakeSub(JSON)
+    assert ch.attach(sub, epoch=epoch, since=since) is False
+    assert sub.frames == []
+    assert ch.subscriber_count == 1  # attached anyway: the caller sends a snapshot
+
+
+def test_replay_reuses_cached_encodings(ch: RoomChannel) -> None:
+    jc = CountingCodec(JSON)
+    live = FakeSub(jc)
+    ch.attach(live, epoch=None, since=None)
+    _publish_n(ch, 3)
+    assert jc.calls == 3
+    late = FakeSub(jc)
+    ch.attach(late, epoch="ep0", since=0)
+    assert jc.calls == 3
+    assert late.frames == live.frames
+
+
+def test_detach_is_idempotent(ch: RoomChannel) -> None:
+    a, b = FakeSub(JSON), FakeSub(MSGPACK)
+    ch.attach(a, epoch=None, since=None)
+    ch.attach(b, epoch=None, since=None)
+    ch.detach(a)
+    ch.detach(a)
+    ch.detach(FakeSub(JSON))  # never attached
+    ch.detach(FakeSub(CountingCodec(JSON)))  # a codec with no group
+    assert ch.subscriber_count == 1
+    ch.publish(m.Presence(viewers=1))
+    ch.flush()
+    assert a.frames == []
+    assert len(b.frames) == 1
+
+
+def test_same_connection_attached_twice_is_one_subscriber(ch: RoomChannel) -> None:
+    a = FakeSub(JSON)
+    ch.attach(a, epoch=None, since=None)
+    ch.attach(a, epoch=None, since=None)
+    assert ch.subscriber_count == 1
