@@ -8,6 +8,7 @@ import re
 
 import msgspec
 import pytest
+
 from fablecast.client import (
     Backoff,
     ConnectError,
@@ -18,8 +19,6 @@ from fablecast.client import (
     SeqGapError,
     new_participant_id,
 )
-from sdk_support import Conn, FakeServer, snapshot, timeout, token, welcome
-
 from protocol.codec import MSGPACK
 from protocol.messages import (
     Ping,
@@ -32,6 +31,7 @@ from protocol.messages import (
     VoteAck,
     Welcome,
 )
+from tests.clients.sdk_support import Conn, FakeServer, snapshot, timeout, token, welcome
 
 FAST = Backoff(base=0.01, maximum=0.05)
 

@@ -16,8 +16,6 @@ from fablecast.cli import build_parser
 from fablecast.client import NotConnectedError
 from fablecast.commands import REACTION_KEYS, JsonRenderer, TextRenderer, key_help
 from fablecast.view import StoryView
-from sdk_support import Conn, FakeServer, mood, snapshot, timeout, token, welcome
-
 from protocol.messages import (
     REACTIONS,
     Ballot,
@@ -35,6 +33,7 @@ from protocol.messages import (
     VoteAck,
     VoteResult,
 )
+from tests.clients.sdk_support import Conn, FakeServer, mood, snapshot, timeout, token, welcome
 
 ROOT = Path(__file__).resolve().parents[2]
 

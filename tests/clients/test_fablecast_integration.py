@@ -11,12 +11,11 @@ import pytest
 pytest.importorskip("server.node")
 
 from fablecast.client import Backoff, ConnectError, FablecastClient, FablecastClosed
-from sdk_support import timeout
-from test_fablecast_commands import finish, read_json_until, start_cli
-
 from protocol.messages import ROOM_FRAME_TYPES, ServerMessage, Snapshot, Welcome
 from server.config import Config, EngineConfig, RoomConfig, ServerConfig
 from server.node import Node
+from tests.clients.sdk_support import timeout
+from tests.clients.test_fablecast_commands import finish, read_json_until, start_cli
 
 pytestmark = pytest.mark.integration
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from fablecast.view import StoryView
-from sdk_support import mood, snapshot, token, welcome
 
+from fablecast.view import StoryView
 from protocol.messages import (
     Ballot,
     BeatAbort,
@@ -22,6 +21,7 @@ from protocol.messages import (
     VoteAck,
     VoteResult,
 )
+from tests.clients.sdk_support import mood, snapshot, token, welcome
 
 
 class Clock:
