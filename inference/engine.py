@@ -23,7 +23,7 @@ class EngineClient(Protocol):
 
     @property
     def name(self) -> str:
-        """Backend name as shown in /readyz (``vllm``, ``openai``, ``transformers``, ``scripted``)."""
+        """Backend name as in /readyz: ``vllm``, ``openai``, ``transformers``, ``scripted``."""
         ...
 
     @property
@@ -55,3 +55,10 @@ class EngineClient(Protocol):
     async def close(self) -> None:
         """Release the engine."""
         ...
+
+
+async def close_stream(stream: AsyncIterator[GenerationDelta]) -> None:
+    """Close a ``generate`` stream early (aborting its request), if it can be closed."""
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        await aclose()

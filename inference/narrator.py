@@ -12,7 +12,7 @@ import asyncio
 import itertools
 from collections.abc import AsyncIterator
 
-from inference.engine import EngineClient
+from inference.engine import EngineClient, close_stream
 from inference.prompts import NarrationContext, choices_request, narration_request, parse_choices
 from inference.types import EngineError, EngineStalled, GenerationDelta, GenerationRequest
 
@@ -40,16 +40,14 @@ class Narrator:
                     return
                 except TimeoutError:
                     await self.engine.abort(request.request_id)
-                    raise EngineStalled(
-                        f"no token within {self.stall_timeout_s:g} s"
-                    ) from None
+                    raise EngineStalled(f"no token within {self.stall_timeout_s:g} s") from None
                 yield delta
                 if delta.finished:
                     if delta.finish_reason in ("abort", "error"):
                         raise EngineError(f"request ended with {delta.finish_reason}")
                     return
         finally:
-            await agen.aclose()
+            await close_stream(agen)
 
     def narrate(self, ctx: NarrationContext) -> AsyncIterator[GenerationDelta]:
         """Stream the narration of ``ctx.beat``."""

@@ -144,7 +144,7 @@ def choices_request(ctx: NarrationContext, beat_text: str, request_id: str) -> G
     n = ctx.n_choices
     ask = (
         f"Offer exactly {n} different short options for what happens next, each under "
-        f"{MAX_CHOICE_CHARS} characters, as JSON: {{\"choices\": [\"...\"]}}"
+        f'{MAX_CHOICE_CHARS} characters, as JSON: {{"choices": ["..."]}}'
     )
     return GenerationRequest(
         request_id=request_id,
@@ -201,19 +201,29 @@ def mood_directive(valence: float, arousal: float, intensity: float) -> str:
     if intensity < 0.5:
         return ""
     if arousal >= 0.3:
-        tone = "delighted and excited: keep the momentum, add a bold twist" if valence >= 0.2 else (
-            "tense and alarmed: raise the stakes and the danger"
-            if valence <= -0.2
-            else "on edge: add a surprise"
+        tone = (
+            "delighted and excited: keep the momentum, add a bold twist"
+            if valence >= 0.2
+            else (
+                "tense and alarmed: raise the stakes and the danger"
+                if valence <= -0.2
+                else "on edge: add a surprise"
+            )
         )
     elif arousal <= -0.3:
-        tone = "calm and content: slow down and linger on a warm detail" if valence >= 0.2 else (
-            "bored or gloomy: change the scene and introduce something unexpected"
-            if valence <= -0.2
-            else "quiet: build suspense slowly"
+        tone = (
+            "calm and content: slow down and linger on a warm detail"
+            if valence >= 0.2
+            else (
+                "bored or gloomy: change the scene and introduce something unexpected"
+                if valence <= -0.2
+                else "quiet: build suspense slowly"
+            )
         )
     else:
-        tone = "pleased: reward the characters a little" if valence >= 0.3 else (
-            "unhappy: give the characters a setback" if valence <= -0.3 else ""
+        tone = (
+            "pleased: reward the characters a little"
+            if valence >= 0.3
+            else ("unhappy: give the characters a setback" if valence <= -0.3 else "")
         )
     return f"The audience feels {tone}." if tone else ""

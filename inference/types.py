@@ -81,3 +81,11 @@ class EngineError(Exception):
 
 class EngineStalled(EngineError):
     """No token arrived within the stall timeout."""
+
+
+class EngineBusy(EngineError):
+    """The scheduler's bounded queue is full: the request was refused at once.
+
+    Raised by ``ScheduledEngine.generate`` (on the first ``anext``) instead of
+    queueing without bound; the room shows "busy" and retries later.
+    """

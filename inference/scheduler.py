@@ -1,0 +1,535 @@
+"""Admission, fairness, budgets and cancellation for engine requests of many rooms.
+
+Two layers, after vLLM v1's split of policy from I/O:
+
+- ``Scheduler`` is the pure policy: plain method calls with an explicit ``now``,
+  no asyncio, no clock, no engine. It decides which request runs, which waits,
+  which is refused, and how many tokens each may spend.
+- ``ScheduledEngine`` is a thin async wrapper that is itself an ``EngineClient``
+  around another one: the Narrator talks to it exactly as to a bare engine.
+
+Rules (in the order they apply):
+
+1. **Admission.** At most ``max_running`` requests run in the engine at once
+   (default: the engine's ``max_concurrency``, its useful batch size), and at
+   most ``max_running_per_room`` of one room, so no room fills the batch.
+2. **Bounded queue.** Requests that cannot run now wait in one queue of at most
+   ``max_queue`` entries; past that ``submit`` raises ``EngineBusy`` at once
+   (the room shows "busy" and retries later) instead of queueing unboundedly.
+3. **Order of the queue.** Among requests whose room has a free slot:
+   a. *Aged* requests first — waiting ``max_wait_s`` or more — oldest first.
+      This is the no-starvation guarantee: nothing waits much past ``max_wait_s``
+      while the engine makes progress.
+   b. *Urgent* requests next — with a deadline within ``urgent_within_s`` —
+      earliest deadline first (a vote window about to close, a live show cue).
+   c. Everything else by weighted fair queuing across rooms (start-time fair
+      queuing): each room has a virtual clock that advances by
+      ``tokens / weight`` per request, so a room with twice the weight gets
+      about twice the tokens when rooms compete, and an idle room returning
+      starts at the global virtual time (no hoarded credit). A room's weight is
+      ``1 + audience_weight * log2(1 + audience)``, capped at ``max_weight``:
+      bigger audiences go faster, sub-linearly, and never starve small rooms.
+4. **Token budgets.** A request's ``max_tokens`` is capped at ``max_tokens_cap``;
+   with ``beat_token_budget`` set, all requests of one (room, beat) together
+   may spend at most that many tokens (reserved at admission, refunded by what
+   was not used). A beat with its budget spent raises ``TokenBudgetExceeded``.
+5. **Cancellation.** ``cancel(request_id)`` and ``cancel_room(room)`` remove
+   queued requests and report running ones, which the wrapper aborts in the
+   engine (room closed, veto, rewind).
+6. **Status.** A room's status is ``ok`` while its requests run, ``busy`` while
+   one waits in the queue or was refused, ``stalled`` when one waited
+   ``stalled_after_s`` or more, ``down`` when the engine failed; the wrapper
+   reports each change once through ``on_status(room, state, message)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from inference.engine import EngineClient, close_stream
+from inference.types import (
+    EngineBusy,
+    EngineError,
+    EngineHealth,
+    EngineStalled,
+    GenerationDelta,
+    GenerationRequest,
+)
+
+RoomState = Literal["ok", "busy", "stalled", "down"]
+StatusCallback = Callable[[str, RoomState, str], None]
+
+
+class TokenBudgetExceeded(EngineError):
+    """The (room, beat) has spent its ``beat_token_budget``."""
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerConfig:
+    """Tunable policy; every field is documented in docs/engines.md (``[engine.scheduler]``)."""
+
+    max_running: int | None = None
+    """Requests run at once; None: the engine's ``max_concurrency``."""
+    max_queue: int = 256
+    """Requests that may wait; past it ``EngineBusy``."""
+    max_running_per_room: int = 2
+    """Requests of one room that run at once."""
+    max_tokens_cap: int = 512
+    """Upper bound on any request's ``max_tokens``."""
+    beat_token_budget: int | None = None
+    """Tokens all requests of one (room, beat) may spend together; None: unlimited."""
+    audience_weight: float = 1.0
+    """How much audience size speeds a room up (0: all rooms equal)."""
+    max_weight: float = 8.0
+    """Upper bound of a room's weight."""
+    urgent_within_s: float = 2.0
+    """A request whose deadline is this close goes before fair-share order."""
+    max_wait_s: float = 10.0
+    """A request queued this long goes first (anti-starvation)."""
+    stalled_after_s: float = 5.0
+    """A request queued this long turns its room's status to ``stalled``."""
+
+    def __post_init__(self) -> None:
+        if self.max_running is not None and self.max_running < 1:
+            raise ValueError("max_running must be >= 1")
+        if self.max_queue < 0 or self.max_running_per_room < 1 or self.max_tokens_cap < 1:
+            raise ValueError("max_queue >= 0, max_running_per_room >= 1, max_tokens_cap >= 1")
+        if self.beat_token_budget is not None and self.beat_token_budget < 1:
+            raise ValueError("beat_token_budget must be >= 1")
+
+
+@dataclass(slots=True)
+class Ticket:
+    """A request as the scheduler sees it."""
+
+    request_id: str
+    room: str
+    beat: str
+    max_tokens: int
+    submitted: float
+    deadline: float | None
+    vstart: float
+    seq: int
+    running: bool = False
+    admitted_at: float | None = None
+
+
+@dataclass(slots=True)
+class _Room:
+    audience: int = 0
+    vfinish: float = 0.0
+    running: int = 0
+    queued: int = 0
+    budget_beat: str = ""
+    budget_left: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Cancelled:
+    """What a cancel removed: running ids to abort in the engine, queued ids dropped."""
+
+    running: tuple[str, ...] = ()
+    queued: tuple[str, ...] = ()
+    admitted: tuple[Ticket, ...] = ()
+    """Queued requests admitted because the cancel freed slots."""
+
+
+@dataclass(slots=True)
+class Scheduler:
+    """The pure policy (see the module docstring for its rules)."""
+
+    config: SchedulerConfig
+    max_running: int
+    _tickets: dict[str, Ticket] = field(default_factory=dict)
+    _rooms: dict[str, _Room] = field(default_factory=dict)
+    _vtime: float = 0.0
+    _seq: int = 0
+    _running: int = 0
+    _queued: int = 0
+
+    @classmethod
+    def create(cls, config: SchedulerConfig, engine_concurrency: int) -> Scheduler:
+        """A scheduler admitting ``config.max_running`` or else ``engine_concurrency``."""
+        return cls(config=config, max_running=max(1, config.max_running or engine_concurrency))
+
+    # -- queries ------------------------------------------------------------
+
+    @property
+    def running(self) -> int:
+        """Requests admitted and not yet released."""
+        return self._running
+
+    @property
+    def queued(self) -> int:
+        """Requests waiting."""
+        return self._queued
+
+    def ticket(self, request_id: str) -> Ticket | None:
+        """The ticket of ``request_id`` if the scheduler holds it."""
+        return self._tickets.get(request_id)
+
+    def weight(self, room: str) -> float:
+        """The fair-share weight of ``room`` (see rule 3c)."""
+        st = self._rooms.get(room)
+        audience = st.audience if st else 0
+        w = 1.0 + self.config.audience_weight * math.log2(1 + max(0, audience))
+        return max(1.0, min(self.config.max_weight, w))
+
+    def position(self, request_id: str, now: float) -> int:
+        """1-based place of a queued request in the current order (0: running or unknown)."""
+        t = self._tickets.get(request_id)
+        if t is None or t.running:
+            return 0
+        order = sorted((q for q in self._tickets.values() if not q.running), key=self._key(now))
+        return order.index(t) + 1
+
+    def overdue(self, now: float) -> list[Ticket]:
+        """Queued requests waiting ``stalled_after_s`` or more, oldest first."""
+        limit = self.config.stalled_after_s
+        out = [t for t in self._tickets.values() if not t.running and now - t.submitted >= limit]
+        return sorted(out, key=lambda t: t.submitted)
+
+    # -- changes --------------------------------------------------------------
+
+    def set_audience(self, room: str, audience: int) -> None:
+        """Record the audience size of ``room`` (changes its weight from now on)."""
+        self._rooms.setdefault(room, _Room()).audience = max(0, audience)
+
+    def forget_room(self, room: str) -> None:
+        """Drop the accounting of a closed room (call after ``cancel_room``)."""
+        st = self._rooms.get(room)
+        if st is not None and st.running == 0 and st.queued == 0:
+            del self._rooms[room]
+
+    def submit(
+        self,
+        request_id: str,
+        room: str,
+        max_tokens: int,
+        now: float,
+        *,
+        beat: str = "",
+        deadline: float | None = None,
+    ) -> Ticket:
+        """Take a request: returns its ticket, ``running`` when it was admitted at once.
+
+        Raises ``EngineBusy`` when it would have to wait and the queue is full,
+        ``TokenBudgetExceeded`` when its beat's budget is spent, ``ValueError``
+        for a duplicate id.
+        """
+        if request_id in self._tickets:
+            raise ValueError(f"duplicate request id {request_id!r}")
+        st = self._rooms.setdefault(room, _Room())
+        tokens = max(1, min(max_tokens, self.config.max_tokens_cap))
+        budget = self.config.beat_token_budget
+        if budget is not None:
+            if st.budget_beat != beat or (st.running == 0 and st.queued == 0 and not beat):
+                st.budget_beat, st.budget_left = beat, budget
+            if st.budget_left <= 0:
+                raise TokenBudgetExceeded(f"room {room!r} beat {beat!r} spent {budget} tokens")
+            tokens = min(tokens, st.budget_left)
+        can_run = self._running < self.max_running and st.running < self.config.max_running_per_room
+        if not can_run and self._queued >= self.config.max_queue:
+            raise EngineBusy(f"engine queue full ({self._queued} waiting, {self._running} running)")
+        if budget is not None:
+            st.budget_left -= tokens
+        vstart = max(self._vtime, st.vfinish)
+        st.vfinish = vstart + tokens / self.weight(room)
+        self._seq += 1
+        t = Ticket(request_id, room, beat, tokens, now, deadline, vstart, self._seq)
+        self._tickets[request_id] = t
+        st.queued += 1
+        self._queued += 1
+        self.admit(now)
+        return t
+
+    def admit(self, now: float) -> list[Ticket]:
+        """Admit queued requests into free slots, best first; returns those admitted."""
+        out: list[Ticket] = []
+        if self._queued == 0 or self._running >= self.max_running:
+            return out
+        key = self._key(now)
+        order = sorted((t for t in self._tickets.values() if not t.running), key=key)
+        cap = self.config.max_running_per_room
+        for t in order:
+            if self._running >= self.max_running:
+                break
+            st = self._rooms[t.room]
+            if st.running >= cap:
+                continue
+            t.running, t.admitted_at = True, now
+            st.queued -= 1
+            st.running += 1
+            self._queued -= 1
+            self._running += 1
+            self._vtime = max(self._vtime, t.vstart)
+            out.append(t)
+        return out
+
+    def release(self, request_id: str, used_tokens: int, now: float) -> list[Ticket]:
+        """A running request ended after ``used_tokens``: free its slot, admit the next."""
+        if not self._remove(request_id, used_tokens):
+            return []
+        return self.admit(now)
+
+    def _remove(self, request_id: str, used_tokens: int) -> bool:
+        t = self._tickets.pop(request_id, None)
+        if t is None:
+            return False
+        st = self._rooms[t.room]
+        if t.running:
+            st.running -= 1
+            self._running -= 1
+        else:
+            st.queued -= 1
+            self._queued -= 1
+            used_tokens = 0
+        if self.config.beat_token_budget is not None and st.budget_beat == t.beat:
+            st.budget_left += max(0, t.max_tokens - max(0, used_tokens))
+        return True
+
+    def cancel(self, request_id: str, now: float) -> Cancelled:
+        """Remove one request (queued: dropped; running: to be aborted by the caller)."""
+        t = self._tickets.get(request_id)
+        if t is None:
+            return Cancelled()
+        was_running = t.running
+        admitted = self.release(request_id, t.max_tokens if was_running else 0, now)
+        if was_running:
+            return Cancelled(running=(request_id,), admitted=tuple(admitted))
+        return Cancelled(queued=(request_id,), admitted=tuple(admitted))
+
+    def cancel_room(self, room: str, now: float) -> Cancelled:
+        """Remove every request of ``room`` (closed, veto, rewind)."""
+        running: list[str] = []
+        queued: list[str] = []
+        for t in list(self._tickets.values()):
+            if t.room != room:
+                continue
+            (running if t.running else queued).append(t.request_id)
+            self._remove(t.request_id, t.max_tokens)
+        admitted = self.admit(now)
+        st = self._rooms.get(room)
+        if st is not None:
+            st.budget_beat = ""
+        return Cancelled(tuple(running), tuple(queued), tuple(admitted))
+
+    def _key(self, now: float) -> Callable[[Ticket], tuple[int, float, float, int]]:
+        cfg = self.config
+
+        def key(t: Ticket) -> tuple[int, float, float, int]:
+            if now - t.submitted >= cfg.max_wait_s:
+                return (0, t.submitted, 0.0, t.seq)
+            if t.deadline is not None and t.deadline - now <= cfg.urgent_within_s:
+                return (1, t.deadline, 0.0, t.seq)
+            return (2, t.vstart, t.submitted, t.seq)
+
+        return key
+
+
+# -- the async wrapper --------------------------------------------------------------
+
+
+def _deadline(request: GenerationRequest, now: float) -> float | None:
+    raw = request.metadata.get("deadline_s")
+    if raw is None:
+        return None
+    try:
+        return now + float(raw)
+    except ValueError:
+        return None
+
+
+class ScheduledEngine:
+    """An ``EngineClient`` that schedules requests of many rooms onto another one.
+
+    Reads ``request.room`` and, from ``request.metadata``, ``beat`` (budget key)
+    and ``deadline_s`` (seconds from now this request should start by).
+    """
+
+    def __init__(
+        self,
+        engine: EngineClient,
+        config: SchedulerConfig | None = None,
+        *,
+        on_status: StatusCallback | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.config = config or SchedulerConfig()
+        self.on_status = on_status
+        self._clock = clock
+        self._sched: Scheduler | None = None
+        self._waiters: dict[str, asyncio.Future[bool]] = {}
+        self._room_state: dict[str, RoomState] = {}
+
+    # -- EngineClient -----------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The wrapped engine's name."""
+        return self.engine.name
+
+    @property
+    def model(self) -> str:
+        """The wrapped engine's model."""
+        return self.engine.model
+
+    @property
+    def max_concurrency(self) -> int:
+        """Requests this wrapper accepts at once: running plus queue."""
+        return self.scheduler.max_running + self.config.max_queue
+
+    @property
+    def scheduler(self) -> Scheduler:
+        """The policy (created on first use from the engine's concurrency)."""
+        if self._sched is None:
+            self._sched = Scheduler.create(self.config, self.engine.max_concurrency)
+        return self._sched
+
+    async def start(self) -> None:
+        """Start the wrapped engine."""
+        await self.engine.start()
+        _ = self.scheduler
+
+    async def close(self) -> None:
+        """Fail queued requests and close the wrapped engine."""
+        for fut in self._waiters.values():
+            if not fut.done():
+                fut.set_exception(EngineError("engine closed"))
+        await self.engine.close()
+
+    def health(self) -> EngineHealth:
+        """The wrapped engine's health, with queue figures in ``detail``."""
+        h = self.engine.health()
+        s = self.scheduler
+        load = f"running {s.running}/{s.max_running}, queued {s.queued}/{self.config.max_queue}"
+        return replace(h, detail=f"{h.detail}; {load}" if h.detail else load)
+
+    async def abort(self, request_id: str) -> None:
+        """Abort a queued or running request."""
+        res = self.scheduler.cancel(request_id, self._now())
+        self._wake(res.admitted)
+        self._drop_waiters(res.queued)
+        if res.running or request_id not in self._waiters:
+            await self.engine.abort(request_id)
+
+    def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
+        """Wait for admission, then stream from the wrapped engine."""
+        return self._generate(request)
+
+    # -- rooms ------------------------------------------------------------------
+
+    async def cancel_room(self, room: str) -> None:
+        """Abort every request of ``room`` (room closed, veto, rewind)."""
+        res = self.scheduler.cancel_room(room, self._now())
+        self._wake(res.admitted)
+        self._drop_waiters(res.queued)
+        for rid in res.running:
+            await self.engine.abort(rid)
+
+    def set_audience(self, room: str, audience: int) -> None:
+        """Tell the scheduler how many watch ``room`` (its fair-share weight)."""
+        self.scheduler.set_audience(room, audience)
+
+    def forget_room(self, room: str) -> None:
+        """Drop the state kept for a closed room."""
+        self.scheduler.forget_room(room)
+        self._room_state.pop(room, None)
+
+    # -- internals --------------------------------------------------------------
+
+    def _now(self) -> float:
+        return self._clock() if self._clock else asyncio.get_running_loop().time()
+
+    def _status(self, room: str, state: RoomState, message: str) -> None:
+        if self._room_state.get(room, "ok") == state:
+            return
+        self._room_state[room] = state
+        if self.on_status is not None:
+            self.on_status(room, state, message)
+
+    def _wake(self, tickets: tuple[Ticket, ...] | list[Ticket]) -> None:
+        for t in tickets:
+            fut = self._waiters.pop(t.request_id, None)
+            if fut is not None and not fut.done():
+                fut.set_result(True)
+
+    def _drop_waiters(self, ids: tuple[str, ...]) -> None:
+        for rid in ids:
+            fut = self._waiters.pop(rid, None)
+            if fut is not None and not fut.done():
+                fut.set_result(False)
+
+    async def _wait_admission(self, ticket: Ticket) -> bool:
+        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiters[ticket.request_id] = fut
+        s = self.scheduler
+        self._status(
+            ticket.room,
+            "busy",
+            f"waiting for the engine: {s.running} running, "
+            f"place {s.position(ticket.request_id, self._now())} in queue",
+        )
+        try:
+            done, _ = await asyncio.wait({fut}, timeout=self.config.stalled_after_s)
+            if not done:
+                # Aging may have reordered the queue; let it take effect now.
+                self._wake(s.admit(self._now()))
+                if not fut.done():
+                    self._status(
+                        ticket.room,
+                        "stalled",
+                        f"waited {self.config.stalled_after_s:g} s for the engine",
+                    )
+            return await fut
+        finally:
+            self._waiters.pop(ticket.request_id, None)
+
+    async def _generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
+        s = self.scheduler
+        room = request.room
+        now = self._now()
+        try:
+            ticket = s.submit(
+                request.request_id,
+                room,
+                request.max_tokens,
+                now,
+                beat=request.metadata.get("beat", ""),
+                deadline=_deadline(request, now),
+            )
+        except EngineBusy as exc:
+            self._status(room, "busy", str(exc))
+            raise
+        used = 0
+        try:
+            if not ticket.running and not await self._wait_admission(ticket):
+                yield GenerationDelta("", 0, finished=True, finish_reason="abort")
+                return
+            health = self.engine.health()
+            if not health.ready:
+                raise EngineError(f"engine not ready: {health.detail or 'down'}")
+            agen = self.engine.generate(replace(request, max_tokens=ticket.max_tokens))
+            try:
+                async for delta in agen:
+                    used += delta.tokens
+                    if self._room_state.get(room, "ok") != "ok":
+                        self._status(room, "ok", "engine streaming")
+                    yield delta
+                    if delta.finished:
+                        return
+            finally:
+                await close_stream(agen)
+        except EngineStalled as exc:
+            self._status(room, "stalled", str(exc))
+            raise
+        except EngineError as exc:
+            self._status(room, "down", str(exc))
+            raise
+        finally:
+            self._wake(s.release(request.request_id, used, self._now()))
