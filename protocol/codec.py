@@ -60,7 +60,7 @@ class Codec:
         data: bytes = self._encode(message)
         return data
 
-    def _check(self, data: bytes | str) -> bytes | str:
+    def _check(self, data: bytes | str, max_bytes: int) -> bytes | str:
         if isinstance(data, str):
             if not self.is_text:
                 raise ProtocolError(
@@ -68,15 +68,19 @@ class Codec:
                 )
         elif self.is_text:
             raise ProtocolError(ErrorCode.BAD_MESSAGE, f"{self.subprotocol} expects text frames")
-        if len(data) > self.max_message_bytes:
-            raise ProtocolError(
-                ErrorCode.TOO_LARGE, f"message exceeds {self.max_message_bytes} bytes"
-            )
+        size = len(data)
+        if isinstance(data, str) and size * 4 > max_bytes:  # only then can UTF-8 exceed it
+            size = len(data.encode())
+        if size > max_bytes:
+            raise ProtocolError(ErrorCode.TOO_LARGE, f"message exceeds {max_bytes} bytes")
         return data
 
-    def decode_client(self, data: bytes | str) -> ClientMessage:
-        """Decode and validate one client message; raise ProtocolError with the code to send."""
-        data = self._check(data)
+    def decode_client(self, data: bytes | str, max_bytes: int | None = None) -> ClientMessage:
+        """Decode and validate one client message; raise ProtocolError with the code to send.
+
+        ``max_bytes`` (default ``max_message_bytes``) bounds the UTF-8/binary size.
+        """
+        data = self._check(data, self.max_message_bytes if max_bytes is None else max_bytes)
         try:
             msg: ClientMessage = self._dec_client.decode(data)
         except msgspec.MsgspecError as exc:

@@ -64,6 +64,12 @@ class Hello(_Msg, tag="hello", kw_only=True):
     #: Reserved for signed tokens (roles beyond viewer). Ignored in v1.
     token: Annotated[str, Meta(max_length=4096)] | None = None
 
+    def __post_init__(self) -> None:
+        # Python's ``$`` also matches before a final newline; the schema's pattern is
+        # exact in JavaScript, this check makes it exact here too.
+        if self.participant is not None and self.participant.endswith("\n"):
+            raise ValueError("participant must match ^[A-Za-z0-9_.:-]{1,64}$")
+
 
 class Vote(_Msg, tag="vote", kw_only=True):
     """Vote for ``option`` (0-based index) in vote window ``window``.

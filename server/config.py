@@ -73,9 +73,11 @@ class RoomConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     vote_s: Positive = 15.0
     reveal_s: Annotated[float, Meta(ge=0)] = 2.0
     retry_s: Positive = 2.0
+    retry_max_s: Positive = 30.0
     narration_tokens: Annotated[int, Meta(ge=8, le=4096)] = 120
     pause_when_empty: bool = True
     mood_half_life_s: Positive = 20.0
+    mood_refresh_s: Positive = 5.0
     reactions_per_s: Positive = 4.0
     reaction_burst: PosInt = 8
     snapshot_beats: PosInt = 50
@@ -90,9 +92,11 @@ class RoomConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             vote_s=self.vote_s,
             reveal_s=self.reveal_s,
             retry_s=self.retry_s,
+            retry_max_s=self.retry_max_s,
             narration_tokens=self.narration_tokens,
             pause_when_empty=self.pause_when_empty,
             mood_half_life_s=self.mood_half_life_s,
+            mood_refresh_s=self.mood_refresh_s,
             reactions_per_s=self.reactions_per_s,
             reaction_burst=self.reaction_burst,
             snapshot_beats=self.snapshot_beats,

