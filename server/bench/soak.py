@@ -114,12 +114,6 @@ def run_soak(
             for room, seqs in s["last_seq"].items()
             for x in seqs
         )
-        if log is not None:
-            log(f"room max {room_max}")
-            for s in final:
-                for d in s["debug"]:
-                    if d[2] < room_max.get(d[1], -1):
-                        log(f"behind: {d}")
         ask_all(gens, "close")
     finally:
         for g in gens:
@@ -153,6 +147,7 @@ def run_soak(
         "resumes_not_recovered": total("resumes_not_recovered"),
         "epoch_changes": total("epoch_changes"),
         "slow_closed": int(end_stats.get("slow_dropped", 0)),
+        "keepalive_closed": closed.get("1011", 0),
         "server_closes_seen_by_clients": closed,
         "actions": actions,
         "connect_failures": total("connect_failures"),

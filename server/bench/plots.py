@@ -1,0 +1,158 @@
+"""Sweeps for docs/benchmarks.md and their plots: ``python -m server.bench.plots``.
+
+Runs the fan-out bench over client counts (capacity search at each) and over
+room counts (one fixed rate), stores every report in ``--data`` (JSON), then
+draws three PNGs into ``--out``:
+
+- ``fanout-latency-vs-clients.png``: token latency p50/p99 at the first rate
+  step (both sides) against clients;
+- ``fanout-deliveries-vs-clients.png``: sustained deliveries/s (both sides)
+  against clients;
+- ``fanout-overhead-vs-rooms.png``: server CPU per delivery (both sides) and
+  their ratio against rooms, at a fixed rate.
+
+``--from-data`` redraws from the stored JSON without running anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from server.bench.fanout import DEFAULT_RATES, run_fanout
+
+CLIENTS = (100, 250, 500, 1000, 2000)
+CLIENTS_QUICK = (50, 200, 500)
+ROOMS = (1, 5, 10, 25, 50, 100)
+ROOMS_QUICK = (1, 10, 50)
+
+
+def _first_step(report: dict[str, Any], side: str) -> dict[str, Any]:
+    steps: list[dict[str, Any]] = report["sides"][side]["steps"]
+    return steps[0] if steps else {}
+
+
+def _cpu_us_per_delivery(step: dict[str, Any]) -> float | None:
+    dps = step.get("deliveries_per_s") or 0
+    util = step.get("server_cpu_util")
+    if not dps or util is None:
+        return None
+    return round(float(util) / float(dps) * 1e6, 2)
+
+
+def _nan(value: float | None) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def run_sweeps(quick: bool, log: Any) -> dict[str, Any]:
+    """Run both sweeps; returns ``{"clients": [...], "rooms": [...]}`` of fan-out reports."""
+    step_s = 2.0 if quick else 3.0
+    data: dict[str, Any] = {"clients": [], "rooms": []}
+    for n in CLIENTS_QUICK if quick else CLIENTS:
+        log(f"sweep clients={n}")
+        data["clients"].append(
+            run_fanout(rooms=10, clients=n, rates=DEFAULT_RATES, step_s=step_s, warm_s=1.0)
+        )
+    for r in ROOMS_QUICK if quick else ROOMS:
+        log(f"sweep rooms={r}")
+        data["rooms"].append(
+            run_fanout(rooms=r, clients=1000, rates=(20.0,), step_s=step_s, retries=0)
+        )
+    return data
+
+
+def draw(data: dict[str, Any], out: Path) -> list[Path]:
+    """Draw the three plots from sweep data; returns the files written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    sides = (("fablecast", "Fablecast node", "tab:blue"), ("raw", "bare broadcast()", "tab:gray"))
+
+    clients = data.get("clients", [])
+    xs = [r["clients"] for r in clients]
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    for side, label, color in sides:
+        firsts = [_first_step(r, side) for r in clients]
+        rate = firsts[0].get("tokens_per_s_per_room") if firsts else None
+        for q, style in (("p50", "--"), ("p99", "-")):
+            ys = [_nan((f.get("latency_ms") or {}).get(q)) for f in firsts]
+            ax.plot(xs, ys, style, marker="o", color=color, label=f"{label} {q}")
+    ax.axhline(100, color="tab:red", lw=0.8, ls=":", label="100 ms bound")
+    ax.set_xlabel("clients (10 rooms)")
+    ax.set_ylabel("token latency, engine yield -> client decode (ms)")
+    ax.set_title(f"Latency at {rate:g} tokens/s per room" if clients and rate else "Latency")
+    ax.set_xscale("log")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = out / "fanout-latency-vs-clients.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    written.append(path)
+
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    for side, label, color in sides:
+        key = "deliveries_per_s" if side == "fablecast" else "baseline_deliveries_per_s"
+        ax.plot(xs, [r[key] for r in clients], marker="o", color=color, label=label)
+    ax.set_xlabel("clients (10 rooms)")
+    ax.set_ylabel("sustained deliveries/s (p99 <= 100 ms, no loss)")
+    ax.set_title("Fan-out capacity")
+    ax.set_xscale("log")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = out / "fanout-deliveries-vs-clients.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    written.append(path)
+
+    rooms = data.get("rooms", [])
+    rx = [r["rooms"] for r in rooms]
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    for side, label, color in sides:
+        ys = [_nan(_cpu_us_per_delivery(_first_step(r, side))) for r in rooms]
+        ax.plot(rx, ys, marker="o", color=color, label=label)
+    ax.set_xlabel("rooms (1000 clients, 20 tokens/s per room)")
+    ax.set_ylabel("server CPU per delivery (us)")
+    ax.set_xscale("log")
+    ax.set_title("Fan-out overhead against rooms")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = out / "fanout-overhead-vs-rooms.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    written.append(path)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: run the sweeps (or load ``--data``) and draw."""
+    parser = argparse.ArgumentParser(prog="python -m server.bench.plots", description=__doc__)
+    parser.add_argument("--out", default="docs/img")
+    parser.add_argument("--data", default="docs/img/bench-data.json")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--from-data", action="store_true")
+    args = parser.parse_args(argv)
+    data_path = Path(args.data)
+
+    def log(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    if args.from_data:
+        data = json.loads(data_path.read_text())
+    else:
+        data = run_sweeps(args.quick, log)
+        data_path.parent.mkdir(parents=True, exist_ok=True)
+        data_path.write_text(json.dumps(data, indent=1))
+    for path in draw(data, Path(args.out)):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
