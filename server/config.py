@@ -60,6 +60,8 @@ class EngineConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     model: str | None = None
     stall_timeout_s: Positive = 10.0
     options: dict[str, Any] = {}
+    #: Scheduler policy (``inference.scheduler.SchedulerConfig`` fields; docs/engines.md).
+    scheduler: dict[str, Any] = {}
 
 
 class RoomConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

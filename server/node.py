@@ -31,6 +31,7 @@ from inference.backends import create_engine
 from inference.engine import EngineClient
 from inference.narrator import Narrator
 from inference.prompts import StorySpec
+from inference.scheduler import ScheduledEngine, SchedulerConfig
 from protocol import messages as m
 from protocol.codec import codec_for_subprotocol
 from protocol.codes import CloseCode, ErrorCode
@@ -55,7 +56,12 @@ class Node:
     def __init__(self, config: Config | None = None, engine: EngineClient | None = None) -> None:
         self.config = config or Config()
         cfg = self.config.engine
-        self.engine = engine or create_engine(cfg.kind, cfg.model, cfg.options)
+        base = engine or create_engine(cfg.kind, cfg.model, cfg.options)
+        # Every room's requests go through one scheduler: admission, fairness, budgets,
+        # a bounded queue, and per-room status (busy/stalled/down) shown to the audience.
+        self.engine = ScheduledEngine(
+            base, SchedulerConfig(**cfg.scheduler), on_status=self.narrator_status
+        )
         self.narrator = Narrator(self.engine, stall_timeout_s=cfg.stall_timeout_s)
         self.metrics = Metrics()
         self.rooms: dict[str, RoomRunner] = {}
@@ -266,6 +272,7 @@ class Node:
                 runner.channel.detach(session)
                 if session.participant is not None:
                     runner.dispatch(fx.ViewerLeft(session.participant))
+                    self.engine.set_audience(runner.name, runner.room.viewer_count)
 
     async def _await_hello(self, session: Session) -> m.Hello | None:
         try:
@@ -324,6 +331,7 @@ class Node:
                 session.send_data(entry.data(session.codec))
         ch.attach(session, epoch=None, since=None)
         runner.dispatch(fx.ViewerJoined(participant), origin=session)
+        self.engine.set_audience(runner.name, runner.room.viewer_count)
 
 
 def _now() -> float:

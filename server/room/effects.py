@@ -88,6 +88,7 @@ class EngineFailed:
     request: int
     reason: str
     stalled: bool = False
+    busy: bool = False  # refused for lack of engine capacity (queue full)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,8 +14,8 @@ Rules of the beat loop::
 - ``resolving`` is the short reveal between a closed window and the next beat
   (clients show the winner); the next narration request goes out when it ends.
 - ``paused`` has a reason: ``empty`` (nobody is watching; resumes on join),
-  ``engine`` (the engine failed or stalled; resumes on the retry timer) or
-  ``starting``.
+  ``engine`` (the engine failed or stalled; resumes on the retry timer),
+  ``busy`` (the engine's queue was full; retried the same way) or ``starting``.
 - Viewer events (join, leave, react) are accepted in every phase; ``vote``
   only in ``voting``.
 """

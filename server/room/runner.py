@@ -15,7 +15,7 @@ from typing import Protocol
 
 from inference.narrator import Narrator
 from inference.prompts import NarrationContext, PastBeat, StorySpec, mood_directive
-from inference.types import EngineStalled
+from inference.types import EngineBusy, EngineStalled
 from protocol.messages import ServerMessage
 from server.hub import RoomChannel
 from server.metrics import Metrics
@@ -183,6 +183,8 @@ class RoomRunner:
 
     def _failed(self, request: int, exc: Exception) -> None:
         stalled = isinstance(exc, EngineStalled)
+        busy = isinstance(exc, EngineBusy)
         self.metrics.engine_failures.inc()
         log.warning("room %s: engine request %d failed: %s", self.name, request, exc)
-        self.dispatch(fx.EngineFailed(request, str(exc) or type(exc).__name__, stalled=stalled))
+        reason = str(exc) or type(exc).__name__
+        self.dispatch(fx.EngineFailed(request, reason, stalled=stalled, busy=busy))

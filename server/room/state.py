@@ -114,7 +114,7 @@ class Room:
             return len(self.story) + 1
         if (
             self.phase is Phase.PAUSED
-            and self.reason == "engine"
+            and self.reason in ("engine", "busy")
             and self._retry_stage == "narration"
         ):
             return len(self.story) + 1  # the beat that will be retold
@@ -198,9 +198,9 @@ class Room:
             case fx.ChoicesReady(request, options):
                 if request == self.current_request and self._stage == "choices":
                     self._on_choices(options, now, out)
-            case fx.EngineFailed(request, reason, stalled):
+            case fx.EngineFailed(request, reason, stalled, busy):
                 if request == self.current_request:
-                    self._on_failure(reason, stalled, now, out)
+                    self._on_failure(reason, stalled, now, out, busy=busy)
             case fx.TimerFired(timer, token):
                 if self._timers.get(timer) == token:
                     del self._timers[timer]
@@ -349,7 +349,9 @@ class Room:
         out.append(fx.MarkDirty("tally"))
         self._arm("vote_close", self.window.closes_at, out)
 
-    def _on_failure(self, reason: str, stalled: bool, now: float, out: list[fx.Effect]) -> None:
+    def _on_failure(
+        self, reason: str, stalled: bool, now: float, out: list[fx.Effect], *, busy: bool = False
+    ) -> None:
         stage = self._stage or "narration"
         out.append(fx.CancelRequest(self._request))
         if stage == "narration":
@@ -359,9 +361,9 @@ class Room:
         self._stage = None
         self._retry_stage = stage
         self._failures += 1
-        self.narrator = "stalled" if stalled else "down"
+        self.narrator = "busy" if busy else "stalled" if stalled else "down"
         out.append(fx.Publish(m.Narrator(state=self.narrator, message=reason)))
-        self._go(Step.ENGINE_FAILED, out, reason="engine")
+        self._go(Step.ENGINE_FAILED, out, reason="busy" if busy else "engine")
         delay = min(self.settings.retry_max_s, self.settings.retry_s * 2 ** (self._failures - 1))
         self._arm("retry", now + delay, out)
 
@@ -391,7 +393,7 @@ class Room:
                 self._go(Step.EMPTY, out, reason="empty")
             else:
                 self._narrate(now, out, Step.REVEAL_DONE)
-        elif timer == "retry" and self.phase is Phase.PAUSED and self.reason == "engine":
+        elif timer == "retry" and self.phase is Phase.PAUSED and self.reason in ("engine", "busy"):
             self.narrator = "ok"
             out.append(fx.Publish(m.Narrator(state="ok", message="retrying")))
             if self._retry_stage == "choices":

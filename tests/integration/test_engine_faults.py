@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import msgspec
 import pytest
 
 from inference.backends.scripted import ScriptedEngine
@@ -52,5 +53,29 @@ async def test_a_failed_or_stalled_beat_is_aborted_paused_and_retold(fault: str)
         ]
         assert "".join(t.text for t in tokens_after).strip() == end.text
         await c.ws.close()
+    finally:
+        await node.stop()
+
+
+async def test_saturated_engine_shows_busy_and_every_room_still_narrates() -> None:
+    config = make_config(narration_tokens=20)
+    config.engine.scheduler = {"max_running": 1, "max_queue": 0}
+    config.rooms.append(msgspec.structs.replace(config.rooms[0], name="second"))
+    node = Node(config, engine=ScriptedEngine(tokens_per_s=100, first_token_s=0.01))
+    await node.start()
+    try:
+        a = await connect(node, room="demo")
+        await a.until(lambda f: isinstance(f, m.Token))
+        b = await connect(node, room="second")
+        busy = await b.until(lambda f: isinstance(f, m.Narrator) and f.state == "busy")
+        assert isinstance(busy, m.Narrator)
+        paused = await b.until(lambda f: isinstance(f, m.Phase) and f.phase == "paused")
+        assert isinstance(paused, m.Phase) and paused.reason == "busy"
+        # Retried with backoff, the second room gets the engine once the first is done.
+        end = await b.until(lambda f: isinstance(f, m.BeatEnd), timeout=20)
+        assert isinstance(end, m.BeatEnd) and end.beat == 1
+        assert await a.until(lambda f: isinstance(f, m.BeatEnd))
+        await a.ws.close()
+        await b.ws.close()
     finally:
         await node.stop()
