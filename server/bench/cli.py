@@ -101,7 +101,7 @@ def _votes(args: argparse.Namespace) -> int:
         rooms=args.rooms,
         clients=args.clients,
         codec=args.codec,
-        rate=args.rate,
+        rates=_rates(args.rates),
         duration_s=args.duration,
         burst=args.burst,
         procs=args.procs,
@@ -161,6 +161,9 @@ def _plots(args: argparse.Namespace) -> int:
 
 def register(sub: SubParsers, groups: dict[str, SubParsers]) -> None:
     """Add ``bench fanout``, ``bench votes``, ``bench soak`` and ``bench plots``."""
+    from server.bench.fanout import DEFAULT_RATES
+    from server.bench.votes import DEFAULT_VOTE_RATES
+
     bench = _group(sub, groups)
 
     p = bench.add_parser("fanout", help="fan-out capacity vs a bare websockets broadcast")
@@ -170,21 +173,25 @@ def register(sub: SubParsers, groups: dict[str, SubParsers]) -> None:
     p.add_argument("--tick-ms", type=int, default=10, help="coalescing tick of both sides")
     p.add_argument(
         "--rates",
-        default="10,20,40,60,80,100,150,200",
+        default=",".join(f"{r:g}" for r in DEFAULT_RATES),
         help="token-rate steps per room (tokens/s), comma-separated",
     )
     p.add_argument("--warm", type=float, default=1.0, help="warm-up seconds per step")
     p.add_argument("--step", type=float, default=3.0, help="measured seconds per step")
     p.add_argument("--p99-ms", type=float, default=100.0, help="latency bound of a sustained step")
-    p.add_argument("--retries", type=int, default=1, help="re-measure a failed step (shared CPU)")
+    p.add_argument("--retries", type=int, default=2, help="re-measure a failed step (shared CPU)")
     p.set_defaults(func=_fanout)
 
     p = bench.add_parser("votes", help="sustained vote ingestion, tally latency, a 10k burst")
     _common(p)
     p.add_argument("--rooms", type=int, default=4)
-    p.add_argument("--clients", type=int, default=2000, help="voting viewers (sustained phase)")
-    p.add_argument("--rate", type=float, default=25000, help="offered votes per second")
-    p.add_argument("--duration", type=float, default=5.0, help="sustained phase seconds")
+    p.add_argument("--clients", type=int, default=500, help="voting viewers")
+    p.add_argument(
+        "--rates",
+        default=",".join(f"{r:g}" for r in DEFAULT_VOTE_RATES),
+        help="offered votes/s steps, comma-separated",
+    )
+    p.add_argument("--duration", type=float, default=3.0, help="seconds per rate step")
     p.add_argument("--burst", type=int, default=10000, help="votes in the one-second burst")
     p.add_argument("--tick-ms", type=int, default=50)
     p.set_defaults(func=_votes)

@@ -8,12 +8,19 @@ For each side (``raw``: ``baseline.BaselineServer``; ``fablecast``: the real
 2. step the engine's token rate per room up; at each step warm up, then measure
    a window: deliveries (room frames decoded by viewers) per second, token
    latency (engine yield -> viewer decode), spread, loss, server loop lag, CPU;
-3. a step is *sustained* when p99 latency <= the bound and nothing is lost,
-   duplicated or reordered; stepping stops at the first step that is not;
+3. a step is *sustained* when the offered token rate got through (>= 95 %:
+   the engine shares the server's loop, so a saturated server shows up as
+   fewer tokens, not later ones), p99 latency <= the bound, and nothing is
+   lost, duplicated or reordered; stepping stops at the first step that is not;
 4. at the end the engine is paused and viewers drain: any viewer behind its
    room's last seq counts the difference as lost (tail loss).
 
 The capacity of a side is the deliveries per second of its best sustained step.
+A *delivery* is one engine token decoded by one viewer (tokens x viewers per
+second): the work that matters to the audience, and comparable between sides
+that coalesce differently (a side whose tick runs late sends fewer, larger
+frames for the same tokens). Frames decoded per second are reported as well
+(``frame_deliveries_per_s``).
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from server.bench.serverproc import server_main
 from server.bench.stats import Histogram, merge_spread, spread_histogram
 
 #: Default token-rate steps (tokens per second per room).
-DEFAULT_RATES = (10.0, 20.0, 40.0, 60.0, 80.0, 100.0, 150.0, 200.0)
+DEFAULT_RATES = (10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 80.0, 100.0, 150.0, 200.0)
 
 
 def machine() -> dict[str, Any]:
@@ -69,8 +76,8 @@ def _merge_step(
     lag = Histogram()
     lag.merge_wire(server["loop_lag"])
     return {
-        "deliveries_per_s": round(frames / wall, 1),
-        "token_deliveries_per_s": round(tokens / wall, 1),
+        "deliveries_per_s": round(tokens / wall, 1),
+        "frame_deliveries_per_s": round(frames / wall, 1),
         "latency_ms": lat.summary(),
         "latency_samples": lat.total,
         "spread_ms": spread_histogram(spread, clients_per_room).summary(0.5, 0.99),
@@ -168,9 +175,15 @@ def _measure(
     }
     step["lost"] += tail_lost
     p99 = step["latency_ms"]["p99"]
+    # The bench engine runs on the server's loop: a saturated loop yields fewer
+    # tokens, not later ones. A step only counts when the offered rate got through.
+    offered = rate * side.connected
+    step["offered_deliveries_per_s"] = offered
+    step["kept_up"] = step["deliveries_per_s"] >= 0.95 * offered
     step["sustained"] = bool(
         p99 is not None
         and p99 <= p99_bound_ms
+        and step["kept_up"]
         and step["lost"] == step["duplicated"] == step["reordered"] == 0
         and step["open"] == side.connected
     )
@@ -189,7 +202,7 @@ def run_fanout(
     procs: int = 1,
     p99_bound_ms: float = 100.0,
     beat_tokens: int = 4096,
-    retries: int = 1,
+    retries: int = 2,
     sides: tuple[str, ...] = ("raw", "fablecast"),
     log: Any = None,
 ) -> dict[str, Any]:
@@ -298,6 +311,8 @@ def _report(
     raw_best = raw.get("best") or {}
     dps = best.get("deliveries_per_s", 0.0)
     raw_dps = raw_best.get("deliveries_per_s", 0.0)
+    fps = best.get("frame_deliveries_per_s", 0.0)
+    raw_fps = raw_best.get("frame_deliveries_per_s", 0.0)
     steps = ours.get("steps", [])
     # Loss counts every measured step (retries included), not only the best one.
     return {
@@ -310,6 +325,8 @@ def _report(
         "deliveries_per_s": dps,
         "baseline_deliveries_per_s": raw_dps,
         "ratio_vs_raw": round(dps / raw_dps, 3) if raw_dps else None,
+        "frame_deliveries_per_s": fps,
+        "baseline_frame_deliveries_per_s": raw_fps,
         "latency_ms": best.get("latency_ms"),
         "baseline_latency_ms": raw_best.get("latency_ms"),
         "spread_ms": best.get("spread_ms"),

@@ -59,7 +59,7 @@ def test_fanout_cli_json(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_votes_smoke() -> None:
-    result = run_votes(rooms=2, clients=10, rate=200.0, duration_s=1.0, burst=200)
+    result = run_votes(rooms=2, clients=10, rates=(200.0,), duration_s=1.0, burst=200)
     for key in ("votes_per_s", "tally_latency_ms", "lost_votes", "double_counted", "burst"):
         assert key in result, key
     assert set(result["tally_latency_ms"]) == {"p50", "p99"}
