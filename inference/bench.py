@@ -1,6 +1,6 @@
 """``fablecast bench engine``: Fablecast's engine path against the bare engine, side by side.
 
-The same prompts (one story per room, a fixed seed each, so both paths
+The same prompts (one story per room, greedy decoding, so both paths
 generate the same tokens) at the same concurrency (one request per room, all at
 once) go through:
 
@@ -21,9 +21,10 @@ passes, and ``overhead_ratio = served_tok_s / engine_tok_s`` (1.0: no cost).
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from inference.backends import create_engine
@@ -50,6 +51,7 @@ class PassStats:
     ttft_s: list[float] = field(default_factory=list)
     itl_s: list[float] = field(default_factory=list)
     errors: int = 0
+    first_error: str = ""
 
     def summary(self) -> dict[str, Any]:
         """Tokens/s and latency percentiles in ms."""
@@ -60,6 +62,7 @@ class PassStats:
             "ttft_ms": _pcts(self.ttft_s),
             "itl_ms": _pcts(self.itl_s),
             "errors": self.errors,
+            **({"first_error": self.first_error} if self.first_error else {}),
         }
 
 
@@ -68,7 +71,7 @@ def percentile(values: list[float], q: float) -> float:
     if not values:
         return 0.0
     ordered = sorted(values)
-    k = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
+    k = max(0, min(len(ordered) - 1, math.ceil(q / 100 * len(ordered)) - 1))
     return ordered[k]
 
 
@@ -92,7 +95,8 @@ def bench_requests(rooms: int, max_tokens: int, tag: str) -> list[GenerationRequ
             max_tokens=max_tokens,
             seed=1000 + i,
         )
-        out.append(narration_request(ctx, f"bench-{tag}-{i}"))
+        # Greedy: both paths generate the same tokens (vLLM on CPU ignores request seeds).
+        out.append(replace(narration_request(ctx, f"bench-{tag}-{i}"), temperature=0.0))
     return out
 
 
@@ -115,8 +119,9 @@ async def _one(stream: StreamFn, request: GenerationRequest, stats: PassStats) -
                 stats.itl_s.extend([gap] * delta.tokens)
             prev = now
             stats.tokens += delta.tokens
-    except Exception:
+    except Exception as exc:
         stats.errors += 1
+        stats.first_error = stats.first_error or f"{type(exc).__name__}: {exc}"
 
 
 async def run_pass(stream: StreamFn, requests: list[GenerationRequest], stats: PassStats) -> None:
@@ -167,10 +172,9 @@ async def bench_engine(
         sched = ScheduledEngine(eng, SchedulerConfig(max_running=max(rooms, 1)))
         narrator = Narrator(sched, stall_timeout_s=60.0)
         bare = bare_stream(eng)
-        # Warm-up: both paths, a few short requests.
-        warm = bench_requests(min(rooms, 4), 8, "warm")
-        await run_pass(bare, warm, PassStats())
-        await run_pass(narrator.stream, bench_requests(min(rooms, 4), 8, "warm2"), PassStats())
+        # Warm-up: both paths at full concurrency (vLLM compiles per batch shape on first use).
+        await run_pass(bare, bench_requests(rooms, 16, "warm"), PassStats())
+        await run_pass(narrator.stream, bench_requests(rooms, 16, "warm2"), PassStats())
         engine_stats, served_stats = PassStats(), PassStats()
         for p in range(passes):
             await run_pass(bare, bench_requests(rooms, max_tokens, f"e{p}"), engine_stats)

@@ -73,6 +73,12 @@ def _options(pairs: list[str]) -> dict[str, Any]:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    import os
+
+    # vLLM logs to stdout by default: keep stdout for the JSON result.
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+    if args.json:
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     from inference.bench import bench_engine
 
     result = asyncio.run(

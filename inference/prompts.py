@@ -24,6 +24,8 @@ from typing import Any
 from inference.types import ChatMessage, GenerationRequest
 
 MAX_CHOICE_CHARS = 80
+#: What a ballot option may look like under grammar-constrained decoding.
+CHOICE_PATTERN = "^[A-Za-z][A-Za-z0-9 ,.'!?;:-]*$"
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +131,13 @@ def choices_schema(n: int) -> dict[str, Any]:
         "properties": {
             "choices": {
                 "type": "array",
-                "items": {"type": "string", "minLength": 3, "maxLength": MAX_CHOICE_CHARS},
+                "items": {
+                    "type": "string",
+                    "minLength": 3,
+                    "maxLength": MAX_CHOICE_CHARS,
+                    # Plain words: keeps a small model from wandering into symbol soup.
+                    "pattern": CHOICE_PATTERN,
+                },
                 "minItems": n,
                 "maxItems": n,
             }

@@ -29,9 +29,10 @@ request when the connection closes. ``abort(request_id)`` does the same.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -242,12 +243,14 @@ class OpenAIEngine:
         rid = request.request_id
         self._aborted.discard(rid)
         try:
-            async for delta in self._route(request):
-                yield delta
+            # aclosing: leaving this stream early must close the HTTP response now, not at GC.
+            async with contextlib.aclosing(self._route(request)) as deltas:
+                async for delta in deltas:
+                    yield delta
         finally:
             self._aborted.discard(rid)
 
-    async def _route(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
+    async def _route(self, request: GenerationRequest) -> AsyncGenerator[GenerationDelta, None]:
         rid = request.request_id
         tried: set[str] = set()
         last = "no endpoint"
@@ -258,11 +261,12 @@ class OpenAIEngine:
             tried.add(ep.base_url)
             started = False
             try:
-                async for delta in self._stream(ep, request):
-                    started = True
-                    yield delta
-                    if delta.finished:
-                        return
+                async with contextlib.aclosing(self._stream(ep, request)) as deltas:
+                    async for delta in deltas:
+                        started = True
+                        yield delta
+                        if delta.finished:
+                            return
                 if rid in self._aborted:
                     yield GenerationDelta("", 0, finished=True, finish_reason="abort")
                     return
@@ -279,7 +283,7 @@ class OpenAIEngine:
 
     async def _stream(
         self, ep: Endpoint, request: GenerationRequest
-    ) -> AsyncIterator[GenerationDelta]:
+    ) -> AsyncGenerator[GenerationDelta, None]:
         rid = request.request_id
         url = f"{ep.base_url}/chat/completions"
         ep.in_flight += 1

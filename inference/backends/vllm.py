@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from inference.types import (
+    ChatMessage,
     EngineError,
     EngineHealth,
     FinishReason,
@@ -58,7 +59,10 @@ class VLLMEngine:
     ``max_num_seqs`` (batch size; also ``max_concurrency``), ``max_model_len``,
     ``kv_cache_gb`` (CPU KV cache, sets ``VLLM_CPU_KVCACHE_SPACE``),
     ``enforce_eager`` (skip torch.compile: faster start, slower decode),
-    ``seed``, ``engine_args`` (any further ``AsyncEngineArgs`` fields).
+    ``seed``, ``request_seeds`` (pass requests' seeds to vLLM; default: not on
+    CPU, where vLLM 0.32 kills the engine core on a seeded request whose prefill
+    is chunked: "CPU Generator does not use offset"), ``engine_args`` (any
+    further ``AsyncEngineArgs`` fields).
     """
 
     def __init__(
@@ -71,6 +75,7 @@ class VLLMEngine:
         kv_cache_gb: float | None = DEFAULT_KV_CACHE_GB,
         enforce_eager: bool = False,
         seed: int = 0,
+        request_seeds: bool | None = None,
         engine_args: Mapping[str, Any] | None = None,
     ) -> None:
         self._model_cfg = model
@@ -81,6 +86,7 @@ class VLLMEngine:
         self.kv_cache_gb = kv_cache_gb
         self.enforce_eager = enforce_eager
         self.seed = seed
+        self.request_seeds = request_seeds
         self.engine_args = dict(engine_args or {})
         self._llm: Any = None
         self._failure: str | None = None
@@ -120,9 +126,15 @@ class VLLMEngine:
             path = await asyncio.to_thread(resolve_model, self._model_cfg)
             self._model = path
             self._llm = await asyncio.to_thread(self._build, path)
+            if self.request_seeds is None:
+                from vllm.platforms import current_platform
+
+                self.request_seeds = not current_platform.is_cpu()
             self._failure = None
             # One tiny request compiles/warms what the first room would otherwise wait on.
-            warm = GenerationRequest("fablecast-warmup", (), max_tokens=2, temperature=0.0)
+            warm = GenerationRequest(
+                "fablecast-warmup", (ChatMessage("user", "Hello"),), max_tokens=2, temperature=0.0
+            )
             async for _delta in self.generate(warm):
                 pass
 
@@ -142,7 +154,9 @@ class VLLMEngine:
             "seed": self.seed,
             "disable_log_stats": True,
             # Compact JSON: a small model otherwise wanders off into whitespace.
-            "structured_outputs_config": StructuredOutputsConfig(disable_any_whitespace=True),
+            "structured_outputs_config": StructuredOutputsConfig(
+                backend="xgrammar", disable_any_whitespace=True
+            ),
         }
         kwargs.update(self.engine_args)
         return AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
@@ -184,15 +198,13 @@ class VLLMEngine:
             max_tokens=request.max_tokens,
             temperature=request.temperature,
             top_p=request.top_p,
-            seed=request.seed,
+            seed=request.seed if self.request_seeds else None,
             stop=list(request.stop) or None,
             output_kind=RequestOutputKind.DELTA,
             structured_outputs=structured,
         )
 
     async def _prompt(self, request: GenerationRequest) -> Any:
-        if not request.messages:  # warm-up: a bare token prompt
-            return {"prompt_token_ids": [1]}
         from vllm.renderers.params import ChatParams
 
         messages = [{"role": m.role, "content": m.content} for m in request.messages]
