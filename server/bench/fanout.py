@@ -343,7 +343,14 @@ def _report(
             "procs": procs,
             "cpu_util": best.get("loadgen_cpu_util"),
             "baseline_cpu_util": raw_best.get("loadgen_cpu_util"),
+            # One process is one event loop: near 1.0 it would be the bottleneck.
+            "saturated": any(
+                u > 0.85
+                for s in (*steps, *raw.get("steps", []))
+                for u in s.get("loadgen_cpu_util", [])
+            ),
         },
+        "cpu_pressure_avg10": best.get("cpu_pressure_avg10"),
         "capped": bool(steps and steps[-1]["sustained"]),
         "sides": results,
         "machine": mach,

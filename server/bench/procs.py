@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import multiprocessing as mp
 import multiprocessing.connection as mpc
+import os
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -37,14 +38,25 @@ async def serve_commands(conn: mpc.Connection, handlers: dict[str, Handler]) -> 
     done = loop.create_future()
     tasks: set[asyncio.Task[None]] = set()
 
+    def reply(message: tuple[bool, Any]) -> None:
+        # The loop's reader made the pipe non-blocking; a reply larger than the
+        # pipe buffer must not fail with EAGAIN, so write it in blocking mode.
+        fd = conn.fileno()
+        os.set_blocking(fd, True)
+        try:
+            conn.send(message)
+        finally:
+            os.set_blocking(fd, False)
+
     async def run(name: str, arg: Any) -> None:
         try:
             value = handlers[name](arg)
             if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
                 value = await value
-            conn.send((True, value))
         except Exception as exc:
-            conn.send((False, f"{type(exc).__name__}: {exc}"))
+            reply((False, f"{type(exc).__name__}: {exc}"))
+        else:
+            reply((True, value))
 
     def on_readable() -> None:
         try:
@@ -69,7 +81,7 @@ async def serve_commands(conn: mpc.Connection, handlers: dict[str, Handler]) -> 
         for task in list(tasks):
             task.cancel()
         with contextlib.suppress(Exception):
-            conn.send((True, "stopped"))
+            reply((True, "stopped"))
 
 
 class Child:
