@@ -25,7 +25,7 @@ from inference.types import ChatMessage, GenerationRequest
 
 MAX_CHOICE_CHARS = 80
 #: What a ballot option may look like under grammar-constrained decoding.
-CHOICE_PATTERN = "^[A-Za-z][A-Za-z0-9 ,.'!?;:-]*$"
+CHOICE_PATTERN = f"^[A-Za-z][A-Za-z0-9 ,.'!?;:-]{{2,{MAX_CHOICE_CHARS - 1}}}$"
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,13 +131,10 @@ def choices_schema(n: int) -> dict[str, Any]:
         "properties": {
             "choices": {
                 "type": "array",
-                "items": {
-                    "type": "string",
-                    "minLength": 3,
-                    "maxLength": MAX_CHOICE_CHARS,
-                    # Plain words: keeps a small model from wandering into symbol soup.
-                    "pattern": CHOICE_PATTERN,
-                },
+                # Plain words of 3..MAX_CHOICE_CHARS characters: keeps a small model from
+                # wandering into symbol soup. The length lives in the pattern because
+                # xgrammar refuses pattern + minLength/maxLength together.
+                "items": {"type": "string", "pattern": CHOICE_PATTERN},
                 "minItems": n,
                 "maxItems": n,
             }

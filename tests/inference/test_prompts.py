@@ -88,6 +88,9 @@ def test_schema_exact_count_and_pattern() -> None:
     assert re.match(CHOICE_PATTERN, "Ask the stranger for help, quickly!")
     assert not re.match(CHOICE_PATTERN, "קחיב")
     assert not re.match(CHOICE_PATTERN, '" quoted')
+    assert not re.match(CHOICE_PATTERN, "ab")
+    assert re.match(CHOICE_PATTERN, "a" * MAX_CHOICE_CHARS)
+    assert not re.match(CHOICE_PATTERN, "a" * (MAX_CHOICE_CHARS + 1))
 
 
 # -- layout ---------------------------------------------------------------------------------
