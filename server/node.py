@@ -57,6 +57,8 @@ class Node:
         self.config = config or Config()
         cfg = self.config.engine
         base = engine or create_engine(cfg.kind, cfg.model, cfg.options)
+        #: A node closes only the engine it created (a passed-in engine may be shared).
+        self.owns_engine = engine is None
         # Every room's requests go through one scheduler: admission, fairness, budgets,
         # a bounded queue, and per-room status (busy/stalled/down) shown to the audience.
         self.engine = ScheduledEngine(
@@ -110,8 +112,12 @@ class Node:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await asyncio.gather(*(r.close() for r in self.rooms.values()), return_exceptions=True)
-        with contextlib.suppress(Exception):
-            await self.engine.close()
+        for runner in self.rooms.values():
+            with contextlib.suppress(Exception):
+                await self.engine.cancel_room(runner.name)
+        if self.owns_engine:
+            with contextlib.suppress(Exception):
+                await self.engine.close()
         self.ready = False
 
     async def serve_forever(self) -> None:
@@ -160,7 +166,8 @@ class Node:
 
     async def _warm_up(self) -> None:
         try:
-            await self.engine.start()
+            if self.owns_engine or not self.engine.engine.health().ready:
+                await self.engine.start()
         except Exception as exc:
             self.engine_error = f"{type(exc).__name__}: {exc}"
             log.exception("engine failed to start")
