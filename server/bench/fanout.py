@@ -333,8 +333,13 @@ def _report(
         "lost": sum(s["lost"] for s in steps),
         "duplicated": sum(s["duplicated"] for s in steps),
         "reordered": sum(s["reordered"] for s in steps),
+        # Peak RSS under load minus RSS before anyone connected, per connection
+        # (includes outbox buffers and the rooms' resume history); and the same
+        # right after everyone connected, before streaming (the connection itself).
         "mem_per_conn_kib": ours.get("mem_per_conn_kib"),
         "baseline_mem_per_conn_kib": raw.get("mem_per_conn_kib"),
+        "mem_per_conn_idle_kib": ours.get("mem_per_conn_idle_kib"),
+        "baseline_mem_per_conn_idle_kib": raw.get("mem_per_conn_idle_kib"),
         "loop_lag_ms_p99": best.get("loop_lag_ms_p99"),
         "baseline_loop_lag_ms_p99": raw_best.get("loop_lag_ms_p99"),
         "server_cpu_util": best.get("server_cpu_util"),
