@@ -53,8 +53,9 @@ def test_fanout_cli_json(capsys: pytest.CaptureFixture[str]) -> None:
         assert key in result, key
     assert set(result["latency_ms"]) == {"p50", "p99", "p999"}
     assert result["lost"] == result["duplicated"] == result["reordered"] == 0
-    assert result["deliveries_per_s"] > 0
-    assert result["baseline_deliveries_per_s"] > 0
+    # Figures depend on the (shared) machine: check that both sides delivered.
+    for side in ("raw", "fablecast"):
+        assert result["sides"][side]["steps"][0]["deliveries_per_s"] > 0
     assert result["loadgen"]["cpu_util"]
 
 
@@ -63,7 +64,7 @@ def test_votes_smoke() -> None:
     for key in ("votes_per_s", "tally_latency_ms", "lost_votes", "double_counted", "burst"):
         assert key in result, key
     assert set(result["tally_latency_ms"]) == {"p50", "p99"}
-    assert result["votes_per_s"] > 0
+    assert result["max_ingest_votes_per_s"] > 0
     assert result["tally_samples"] > 0
     assert result["lost_votes"] == 0
     assert result["double_counted"] == 0
