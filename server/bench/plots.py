@@ -47,20 +47,31 @@ def _nan(value: float | None) -> float:
     return float("nan") if value is None else float(value)
 
 
-def run_sweeps(quick: bool, log: Any) -> dict[str, Any]:
-    """Run both sweeps; returns ``{"clients": [...], "rooms": [...]}`` of fan-out reports."""
+def run_sweeps(quick: bool, log: Any, data_path: Path | None = None) -> dict[str, Any]:
+    """Run both sweeps; returns ``{"clients": [...], "rooms": [...]}`` of fan-out reports.
+
+    A point that fails is logged and skipped; the data is saved after every point.
+    """
     step_s = 2.0 if quick else 3.0
     data: dict[str, Any] = {"clients": [], "rooms": []}
-    for n in CLIENTS_QUICK if quick else CLIENTS:
-        log(f"sweep clients={n}")
-        data["clients"].append(
-            run_fanout(rooms=10, clients=n, rates=DEFAULT_RATES, step_s=step_s, warm_s=1.0)
-        )
-    for r in ROOMS_QUICK if quick else ROOMS:
-        log(f"sweep rooms={r}")
-        data["rooms"].append(
-            run_fanout(rooms=r, clients=1000, rates=(20.0,), step_s=step_s, retries=0)
-        )
+    points: list[tuple[str, int, dict[str, Any]]] = [
+        ("clients", n, {"rooms": 10, "clients": n, "rates": DEFAULT_RATES, "warm_s": 1.0})
+        for n in (CLIENTS_QUICK if quick else CLIENTS)
+    ]
+    points += [
+        ("rooms", r, {"rooms": r, "clients": 1000, "rates": (20.0,), "retries": 0})
+        for r in (ROOMS_QUICK if quick else ROOMS)
+    ]
+    for kind, value, kwargs in points:
+        log(f"sweep {kind}={value}")
+        try:
+            data[kind].append(run_fanout(step_s=step_s, **kwargs))
+        except Exception as exc:
+            log(f"sweep {kind}={value} failed: {type(exc).__name__}: {exc}")
+            continue
+        if data_path is not None:
+            data_path.parent.mkdir(parents=True, exist_ok=True)
+            data_path.write_text(json.dumps(data, indent=1))
     return data
 
 
@@ -146,9 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_data:
         data = json.loads(data_path.read_text())
     else:
-        data = run_sweeps(args.quick, log)
-        data_path.parent.mkdir(parents=True, exist_ok=True)
-        data_path.write_text(json.dumps(data, indent=1))
+        data = run_sweeps(args.quick, log, data_path)
     for path in draw(data, Path(args.out)):
         print(path)
     return 0

@@ -59,8 +59,15 @@ async def serve_commands(conn: mpc.Connection, handlers: dict[str, Handler]) -> 
             reply((True, value))
 
     def on_readable() -> None:
+        fd = conn.fileno()
         try:
-            name, arg = conn.recv()
+            # Readable means a message has begun; read all of it (blocking), as a
+            # large one may still be on its way through the pipe.
+            os.set_blocking(fd, True)
+            try:
+                name, arg = conn.recv()
+            finally:
+                os.set_blocking(fd, False)
         except (EOFError, OSError):
             if not done.done():
                 done.set_result(None)
