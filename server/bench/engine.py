@@ -27,8 +27,10 @@ class StampEngine(ScriptedEngine):
 
     def __init__(self, *, tokens_per_s: float = 20.0, first_token_s: float = 0.0, **kw: object):
         super().__init__(tokens_per_s=tokens_per_s, first_token_s=first_token_s, **kw)  # type: ignore[arg-type]
-        #: Tokens yielded so far (all requests).
+        #: Narration tokens yielded, and seconds spent narrating summed over streams
+        #: (the benches zero both at the start of a measurement window).
         self.tokens_yielded = 0
+        self.narrating_s = 0.0
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
         """Stream ``max_tokens`` stamped words at ``tokens_per_s`` (choices: as scripted)."""
@@ -42,6 +44,7 @@ class StampEngine(ScriptedEngine):
         loop = asyncio.get_running_loop()
         await asyncio.sleep(self.first_token_s)
         prev = loop.time()
+        mark = prev
         n = request.max_tokens
         for i in range(n):
             if request.request_id in self._aborted:
@@ -64,6 +67,9 @@ class StampEngine(ScriptedEngine):
                 await asyncio.sleep(min(due - now, 0.05))
             prev = max(due, now - 1.0)
             await asyncio.sleep(0)
+            now = loop.time()
+            self.narrating_s += now - mark
+            mark = now
 
 
 def stamps_ns(text: str) -> list[int]:

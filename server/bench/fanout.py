@@ -8,10 +8,11 @@ For each side (``raw``: ``baseline.BaselineServer``; ``fablecast``: the real
 2. step the engine's token rate per room up; at each step warm up, then measure
    a window: deliveries (room frames decoded by viewers) per second, token
    latency (engine yield -> viewer decode), spread, loss, server loop lag, CPU;
-3. a step is *sustained* when the offered token rate got through (>= 95 %:
-   the engine shares the server's loop, so a saturated server shows up as
-   fewer tokens, not later ones), p99 latency <= the bound, and nothing is
-   lost, duplicated or reordered; stepping stops at the first step that is not;
+3. a step is *sustained* when the engine kept >= 95 % of its pace while
+   narrating (it shares the server's loop, so a saturated server shows up as
+   fewer tokens, not later ones), viewers decoded >= 95 % of what it yielded,
+   p99 latency <= the bound, and nothing is lost, duplicated or reordered;
+   stepping stops at the first step that is not;
 4. at the end the engine is paused and viewers drain: any viewer behind its
    room's last seq counts the difference as lost (tail loss).
 
@@ -141,6 +142,7 @@ def _measure(
     step_s: float,
     clients_per_room: dict[int, int],
     p99_bound_ms: float,
+    rooms: int,
 ) -> dict[str, Any]:
     """One step of one side: stream at ``rate``, measure a window, pause, check the tail."""
     side.server.ask("rate", rate)
@@ -176,10 +178,21 @@ def _measure(
     step["lost"] += tail_lost
     p99 = step["latency_ms"]["p99"]
     # The bench engine runs on the server's loop: a saturated loop yields fewer
-    # tokens, not later ones. A step only counts when the offered rate got through.
-    offered = rate * side.connected
-    step["offered_deliveries_per_s"] = offered
-    step["kept_up"] = step["deliveries_per_s"] >= 0.95 * offered
+    # tokens, not later ones. A step only counts when the engine kept its pace
+    # while narrating (the node pauses between beats for the ballot, so time
+    # outside narration does not count) and viewers decoded what it yielded.
+    yielded = stats["tokens"]
+    narrating = stats["narrating_s"]
+    expected = yielded * side.connected / max(1, rooms) / stats["cpu"]["wall_s"]
+    step["offered_deliveries_per_s"] = rate * side.connected
+    step["engine_pace"] = round(yielded / (rate * narrating), 3) if narrating else None
+    step["delivered_share"] = round(step["deliveries_per_s"] / expected, 3) if expected else None
+    step["kept_up"] = bool(
+        step["engine_pace"] is not None
+        and step["engine_pace"] >= 0.95
+        and step["delivered_share"] is not None
+        and step["delivered_share"] >= 0.95
+    )
     step["sustained"] = bool(
         p99 is not None
         and p99 <= p99_bound_ms
@@ -257,6 +270,7 @@ def run_fanout(
                         warm_s=warm_s,
                         step_s=step_s,
                         clients_per_room=clients_per_room,
+                        rooms=rooms,
                         p99_bound_ms=p99_bound_ms,
                     )
                     step["attempt"] = attempt + 1

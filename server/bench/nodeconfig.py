@@ -29,7 +29,13 @@ def bench_config(opts: dict[str, Any]) -> Config:
     room.update({k: v for k, v in dict(opts.get("room") or {}).items() if k in _ROOM_KEYS})
     return Config(
         server=ServerConfig(**server),
-        engine=EngineConfig(kind="scripted", stall_timeout_s=30.0),
+        # Beats as long as the room asks (the scheduler caps requests at 512
+        # tokens by default): fewer pauses between beats inside a window.
+        engine=EngineConfig(
+            kind="scripted",
+            stall_timeout_s=30.0,
+            scheduler={"max_tokens_cap": max(512, int(room["narration_tokens"]))},
+        ),
         rooms=[RoomConfig(name=f"bench{i}", **room) for i in range(int(opts.get("rooms", 1)))],
     )
 

@@ -109,6 +109,8 @@ def server_main(conn: mpc.Connection, side: str, opts: dict[str, Any]) -> None:
         def reset(_arg: Any) -> None:
             lag.hist.clear()
             cpu.reset()
+            engine.tokens_yielded = 0
+            engine.narrating_s = 0.0
 
         def stats(_arg: Any) -> dict[str, Any]:
             return {
@@ -118,6 +120,7 @@ def server_main(conn: mpc.Connection, side: str, opts: dict[str, Any]) -> None:
                 "loop_lag": lag.hist.to_wire(),
                 "connections": runner.connections(),
                 "tokens": engine.tokens_yielded,
+                "narrating_s": engine.narrating_s,
                 **runner.extra(),
             }
 
