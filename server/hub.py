@@ -8,10 +8,15 @@ Everything a room broadcasts passes through ``RoomChannel``:
 - ``flush`` (the node's tick, default every 50 ms) stamps pending frames with
   ``(epoch, seq)`` in order, appends them to the history, closes clients whose
   outbox is over its bound (4008) and writes each frame, encoded once per codec,
-  to every other client without awaiting any of them (``websockets.broadcast``).
+  to every other client without awaiting any of them.
+- Replies to one client (``vote_ack``, ``error``) queued since the last tick go
+  out in the same write as the tick's frames: one ``writelines`` (one system
+  call) per client per tick, whatever it receives.
 
-A client's outbox is its transport's write buffer: the hub never queues per
-client itself, so a slow client costs memory only up to ``outbox_max_bytes``.
+A client's outbox is its transport's write buffer: the hub never queues room
+frames per client itself, so a slow client costs memory only up to
+``outbox_max_bytes``, checked every ``slow_check_s`` (so the bound can be
+passed by at most that long's worth of frames before the client is closed).
 """
 
 from __future__ import annotations
@@ -23,7 +28,6 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import msgspec
-from websockets.asyncio.server import broadcast
 
 from protocol.codec import MSGPACK, Codec
 from protocol.messages import RoomMessage, Token
@@ -50,8 +54,8 @@ class Subscriber(Protocol):
         """Close this client with 4008 (slow consumer), without awaiting."""
         ...
 
-    def send_data(self, data: bytes) -> None:
-        """Write one encoded frame to this client, without awaiting."""
+    def write(self, datas: list[bytes]) -> None:
+        """Write its queued replies, then ``datas`` (encoded frames), without awaiting."""
         ...
 
 
@@ -73,6 +77,7 @@ class RoomChannel:
         metrics: Metrics,
         history: History | None = None,
         outbox_max_bytes: int = 1024 * 1024,
+        slow_check_s: float = 0.1,
         clock: Callable[[], float] = time.monotonic,
         epoch: str | None = None,
     ) -> None:
@@ -81,12 +86,15 @@ class RoomChannel:
         self.seq = 0
         self.history = history if history is not None else History()
         self.outbox_max_bytes = outbox_max_bytes
+        self.slow_check_s = slow_check_s
+        self._next_slow_check = 0.0
         self._state = state
         self._metrics = metrics
         self._clock = clock
         self._pending: list[RoomMessage | _Text] = []
         self._dirty: dict[StateKind, None] = {}
         self._subs: dict[Codec, dict[object, Subscriber]] = {}
+        self._replying: dict[object, Subscriber] = {}
 
     # ------------------------------------------------------------------ producers
 
@@ -111,10 +119,14 @@ class RoomChannel:
         """Send the latest ``kind`` frame at the next flush (once, however often marked)."""
         self._dirty[kind] = None
 
+    def reply_queued(self, sub: Subscriber) -> None:
+        """``sub`` has replies to send: write them at the next flush even if no frame goes."""
+        self._replying[sub.connection] = sub
+
     @property
     def has_pending(self) -> bool:
         """Whether the next flush has anything to send."""
-        return bool(self._pending or self._dirty)
+        return bool(self._pending or self._dirty or self._replying)
 
     # ------------------------------------------------------------------ subscribers
 
@@ -142,8 +154,7 @@ class RoomChannel:
             entries = self.history.since(since, self.seq) if epoch == self.epoch else None
             recovered = entries is not None
             if entries:
-                for entry in entries:
-                    sub.send_data(entry.data(sub.codec))
+                sub.write([entry.data(sub.codec) for entry in entries])
         self._subs.setdefault(sub.codec, {})[sub.connection] = sub
         return recovered
 
@@ -152,21 +163,35 @@ class RoomChannel:
         group = self._subs.get(sub.codec)
         if group is not None:
             group.pop(sub.connection, None)
+        self._replying.pop(sub.connection, None)
 
     # ------------------------------------------------------------------ the tick
 
-    def _drop_slow(self) -> None:
+    def _drop_slow(self, now: float) -> None:
+        # Polling every subscriber's buffer costs O(subscribers): do it every
+        # slow_check_s, not on every tick.
+        if now < self._next_slow_check:
+            return
+        self._next_slow_check = now + self.slow_check_s
         limit = self.outbox_max_bytes
         for group in self._subs.values():
             slow = [s for s in group.values() if s.buffered_bytes() > limit]
             for sub in slow:
                 del group[sub.connection]
+                self._replying.pop(sub.connection, None)
                 sub.close_slow()
                 self._metrics.slow_clients_dropped.inc()
+
+    def _write_replies(self) -> None:
+        replying, self._replying = self._replying, {}
+        for sub in replying.values():
+            sub.write([])
 
     def flush(self) -> int:
         """Stamp and send everything pending; returns the number of room frames sent."""
         if not self._pending and not self._dirty:
+            if self._replying:
+                self._write_replies()
             return 0
         frames: list[RoomMessage] = []
         latencies: list[float] = []
@@ -183,6 +208,7 @@ class RoomChannel:
                 frames.append(frame)
         self._dirty = {}
         if not frames:
+            self._write_replies()
             return 0
 
         # Stamp, encode once per codec in use and keep in history first, so seq and
@@ -196,17 +222,18 @@ class RoomChannel:
             self.history.append(entry)
             entries.append(entry)
 
-        self._drop_slow()
+        now = self._clock()
+        self._drop_slow(now)
+        self._replying = {}  # every subscriber writes its replies with the frames below
         sent = 0
         for codec, group in self._subs.items():
             if not group:
                 continue
-            conns = list(group)
-            for entry in entries:
-                broadcast(conns, entry.data(codec), text=codec.is_text)  # type: ignore[arg-type]
-            sent += len(conns) * len(entries)
+            datas = [entry.data(codec) for entry in entries]
+            for sub in list(group.values()):
+                sub.write(datas)
+            sent += len(group) * len(entries)
 
-        now = self._clock()
         m = self._metrics
         m.room_frames.inc(len(entries))
         if sent:

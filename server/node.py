@@ -310,7 +310,7 @@ class Node:
         if hello.since is not None:
             entries = ch.history.since(hello.since, ch.seq) if hello.epoch == ch.epoch else None
             self.metrics.resumes.labels(str(entries is not None).lower()).inc()
-        session.send_message(
+        session.send_now(
             m.Welcome(
                 protocol=PROTOCOL_VERSION,
                 room=runner.name,
@@ -330,12 +330,11 @@ class Node:
             )
         )
         if entries is None:
-            session.send_message(
+            session.send_now(
                 runner.room.snapshot(_now(), epoch=ch.epoch, seq=ch.seq, participant=participant)
             )
         else:
-            for entry in entries:
-                session.send_data(entry.data(session.codec))
+            session.write([entry.data(session.codec) for entry in entries])
         ch.attach(session, epoch=None, since=None)
         runner.dispatch(fx.ViewerJoined(participant), origin=session)
         self.engine.set_audience(runner.name, runner.room.viewer_count)

@@ -18,7 +18,8 @@ import logging
 import time
 from typing import Final
 
-from websockets.asyncio.server import ServerConnection, broadcast
+from websockets.asyncio.server import ServerConnection
+from websockets.protocol import State
 
 from protocol import messages as m
 from protocol.codec import Codec
@@ -53,6 +54,7 @@ class Session:
         self.metrics = metrics
         self.participant: str | None = None
         self.runner: RoomRunner | None = None
+        self._replies: list[bytes] = []
         self.closed = False
         self._tokens = float(config.message_burst)
         self._t = time.monotonic()
@@ -75,15 +77,50 @@ class Session:
         """Close with 4008: the client fell behind its outbox bound."""
         self.close(CloseCode.SLOW_CONSUMER, "slow consumer: reconnect and resume")
 
-    def send_data(self, data: bytes) -> None:
-        """Write one encoded frame, without awaiting."""
-        broadcast([self.ws], data, text=self.codec.is_text)
+    def write(self, datas: list[bytes]) -> None:
+        """Frame queued replies and ``datas`` and write them in one ``writelines``.
+
+        Uses the connection's sans-I/O protocol directly (as ``websockets.broadcast``
+        does) so that a tick's frames cost one system call, not one per frame.
+        """
+        replies, self._replies = self._replies, []
+        ws = self.ws
+        protocol = ws.protocol
+        if protocol.state is not State.OPEN or ws.transport is None:
+            return
+        send = protocol.send_text if self.codec.is_text else protocol.send_binary
+        for data in replies:
+            send(data)
+        for data in datas:
+            send(data)
+        chunks = protocol.data_to_send()
+        if all(chunks):
+            ws.transport.writelines(chunks)
+        else:  # an end-of-stream marker: let websockets handle it
+            ws.transport.writelines([c for c in chunks if c])
+            ws.send_data()
+
+    def send_now(self, message: m.ServerMessage) -> None:
+        """Encode and write one personal message at once (welcome, snapshot, pong)."""
+        self._count(message)
+        self.write([self.codec.encode(message)])
 
     def send_message(self, message: m.ServerMessage) -> None:
-        """Encode and write one personal message."""
+        """Queue a reply (vote_ack, error): it goes out with the next tick's frames.
+
+        Before the client joined a room, it is written at once.
+        """
+        runner = self.runner
+        if runner is None:
+            self.send_now(message)
+            return
+        self._count(message)
+        self._replies.append(self.codec.encode(message))
+        runner.channel.reply_queued(self)
+
+    def _count(self, message: m.ServerMessage) -> None:
         if isinstance(message, m.Error):
             self.metrics.protocol_errors.labels(message.code).inc()
-        self.send_data(self.codec.encode(message))
 
     def error(self, code: ErrorCode, message: str, ref: str | None = None) -> None:
         """Answer with an ``error`` message."""
@@ -151,6 +188,6 @@ class Session:
                     fx.ReactionSent(participant, reaction, valence, arousal), origin=self
                 )
             case m.Ping(nonce=nonce):
-                self.send_message(m.Pong(nonce=nonce, server_time_ms=int(time.time() * 1000)))
+                self.send_now(m.Pong(nonce=nonce, server_time_ms=int(time.time() * 1000)))
             case m.Hello():
                 self.error(ErrorCode.ALREADY_JOINED, "hello was already received", ref="hello")

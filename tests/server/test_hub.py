@@ -1,8 +1,8 @@
 """server/hub.py RoomChannel: stamp, coalesce, encode once per codec, history, slow clients.
 
-``broadcast`` is replaced by a recorder that delivers into fake connections, so
-each fake subscriber sees, in order, every frame written to it (replays via
-``send_data`` and live frames via ``broadcast``).
+Fake subscribers record every ``write`` (one per flush per subscriber: its
+replies and the tick's frames), so each sees, in order, every frame written to
+it, replays included.
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ import pytest
 
 from protocol import messages as m
 from protocol.codec import JSON, MSGPACK, Codec
-from server import hub as hub_module
 from server.history import History
 from server.hub import RoomChannel
 from server.metrics import Metrics
+
+WRITES: list[tuple[Any, list[bytes]]] = []
 
 
 class FakeConn:
@@ -37,8 +38,9 @@ class FakeSub:
     def close_slow(self) -> None:
         self.closed_slow += 1
 
-    def send_data(self, data: bytes) -> None:
-        self.connection.frames.append((data, self.codec.is_text))
+    def write(self, datas: list[bytes]) -> None:
+        WRITES.append((self, list(datas)))
+        self.connection.frames.extend((d, self.codec.is_text) for d in datas)
 
     def received(self) -> list[Any]:
         return [JSON.decode_server(d) if t else MSGPACK.decode_server(d) for d, t in self.frames]
@@ -63,14 +65,11 @@ class CountingCodec:
 
 
 class Broadcasts:
-    def __init__(self) -> None:
-        self.calls: list[tuple[list[FakeConn], bytes, bool]] = []
+    """Every write of every fake subscriber, in order."""
 
-    def __call__(self, conns: Any, data: bytes, text: bool = False) -> None:
-        conns = list(conns)
-        self.calls.append((conns, data, text))
-        for conn in conns:
-            conn.frames.append((data, text))
+    @property
+    def calls(self) -> list[tuple[Any, list[bytes]]]:
+        return WRITES
 
 
 class Clock:
@@ -82,10 +81,9 @@ class Clock:
 
 
 @pytest.fixture
-def sent(monkeypatch: pytest.MonkeyPatch) -> Broadcasts:
-    recorder = Broadcasts()
-    monkeypatch.setattr(hub_module, "broadcast", recorder)
-    return recorder
+def sent() -> Broadcasts:
+    WRITES.clear()
+    return Broadcasts()
 
 
 class State:
@@ -298,10 +296,15 @@ def test_encode_once_per_codec(ch: RoomChannel, sent: Broadcasts, metrics: Metri
     ch.mark_dirty("tally")
     assert ch.flush() == 4
     assert (jc.calls, mc.calls) == (4, 4)
-    assert len(sent.calls) == 8  # one broadcast per frame per codec
-    for conns, _data, text in sent.calls:
-        expected = jsubs if text else msubs
-        assert conns == [s.connection for s in expected]
+    # One write per subscriber per flush, carrying all four frames; the frames of
+    # one codec are the same bytes objects for every subscriber (encoded once).
+    assert [w[0] for w in sent.calls] == jsubs + msubs
+    assert all(len(datas) == 4 for _sub, datas in sent.calls)
+    for group in (jsubs, msubs):
+        first = next(d for s, d in sent.calls if s is group[0])
+        for s, datas in sent.calls:
+            if s in group:
+                assert all(a is b for a, b in zip(datas, first, strict=True))
     for sub in jsubs + msubs:
         assert [f.seq for f in sub.received()] == [1, 2, 3, 4]
         assert all(is_text == sub.codec.is_text for _d, is_text in sub.frames)
@@ -445,3 +448,38 @@ def test_same_connection_attached_twice_is_one_subscriber(ch: RoomChannel) -> No
     ch.attach(a, epoch=None, since=None)
     ch.attach(a, epoch=None, since=None)
     assert ch.subscriber_count == 1
+
+
+def test_replies_go_out_with_the_next_flush(ch: RoomChannel, sent: Broadcasts) -> None:
+    sub = FakeSub(JSON)
+    ch.attach(sub, epoch=None, since=None)
+    # A session queues its reply and tells the channel; the flush writes it even
+    # when no room frame is pending, once.
+    ch.reply_queued(sub)
+    assert ch.has_pending
+    assert ch.flush() == 0
+    assert [w[0] for w in sent.calls] == [sub]
+    assert not ch.has_pending
+    ch.flush()
+    assert len(sent.calls) == 1
+
+
+def test_slow_check_runs_at_most_every_slow_check_s(
+    sent: Broadcasts, state: State, metrics: Metrics, clock: Clock
+) -> None:
+    ch = RoomChannel(
+        "demo", state=state, metrics=metrics, clock=clock, outbox_max_bytes=10, slow_check_s=0.1
+    )
+    sub = FakeSub(JSON)
+    ch.attach(sub, epoch=None, since=None)
+    ch.publish(m.Presence(viewers=1))
+    ch.flush()  # checked now: not slow
+    sub.buffered = 11
+    clock.t += 0.05
+    ch.publish(m.Presence(viewers=1))
+    ch.flush()  # too soon to check again: still written
+    assert sub.closed_slow == 0 and len(sub.frames) == 2
+    clock.t += 0.06
+    ch.publish(m.Presence(viewers=1))
+    ch.flush()
+    assert sub.closed_slow == 1 and len(sub.frames) == 2
