@@ -44,6 +44,27 @@ def vllm_available() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
+def auto_dtype() -> str:
+    """``bfloat16`` where computed natively (CUDA, AVX512-BF16, AMX), else ``float32``.
+
+    Measured on a 2-core AVX2 CPU (no native bf16): bf16 41.6 tok/s vs fp32
+    121 tok/s at 32 streams (oneDNN falls back to a slow bf16 linear there).
+    """
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return "bfloat16"
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = f.read()
+    except OSError:
+        return "float32"
+    return "bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
+
+
 def _finish(reason: str | None) -> FinishReason | None:
     if reason is None:
         return None
@@ -55,7 +76,8 @@ def _finish(reason: str | None) -> FinishReason | None:
 class VLLMEngine:
     """``EngineClient`` over an in-process vLLM ``AsyncLLM``.
 
-    Options (the ``[engine]`` table, kind ``vllm``): ``dtype`` (``bfloat16``),
+    Options (the ``[engine]`` table, kind ``vllm``): ``dtype`` (``auto``: see
+    ``auto_dtype``; or ``bfloat16``, ``float32``),
     ``max_num_seqs`` (batch size; also ``max_concurrency``), ``max_model_len``,
     ``kv_cache_gb`` (CPU KV cache, sets ``VLLM_CPU_KVCACHE_SPACE``),
     ``enforce_eager`` (skip torch.compile: faster start, slower decode),
@@ -69,7 +91,7 @@ class VLLMEngine:
         self,
         model: str | None = None,
         *,
-        dtype: str = "bfloat16",
+        dtype: str = "auto",
         max_num_seqs: int = DEFAULT_MAX_NUM_SEQS,
         max_model_len: int = DEFAULT_MAX_MODEL_LEN,
         kv_cache_gb: float | None = DEFAULT_KV_CACHE_GB,
@@ -147,7 +169,7 @@ class VLLMEngine:
 
         kwargs: dict[str, Any] = {
             "model": path,
-            "dtype": self.dtype,
+            "dtype": auto_dtype() if self.dtype == "auto" else self.dtype,
             "max_num_seqs": self.max_num_seqs,
             "max_model_len": self.max_model_len,
             "enforce_eager": self.enforce_eager,
