@@ -54,9 +54,13 @@ class ServerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class EngineConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """Which engine narrates; ``options`` go to the backend (see docs/engines.md)."""
+    """Which engine narrates; ``options`` go to the backend (see docs/engines.md).
 
-    kind: str = "scripted"
+    The default is in-process vLLM on the bundled SmolLM2-135M-Instruct (converted
+    on first start); ``scripted`` needs no model at all.
+    """
+
+    kind: str = "vllm"
     model: str | None = None
     stall_timeout_s: Positive = 10.0
     options: dict[str, Any] = {}

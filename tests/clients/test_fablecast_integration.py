@@ -27,7 +27,9 @@ def config(port: int = 0, vote_s: float = 0.3) -> Config:
     """A fast room: quick narration, short votes."""
     return Config(
         server=ServerConfig(port=port, tick_ms=20),
-        engine=EngineConfig(options={"tokens_per_s": 200.0, "first_token_s": 0.01}),
+        engine=EngineConfig(
+            kind="scripted", options={"tokens_per_s": 200.0, "first_token_s": 0.01}
+        ),
         rooms=[RoomConfig(name=ROOM, vote_s=vote_s, reveal_s=0.1, narration_tokens=20)],
     )
 

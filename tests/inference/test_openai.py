@@ -231,7 +231,7 @@ def api_server(model: str, port: int) -> Iterator[subprocess.Popen[bytes]]:
     cmd = [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",
         "--model", model, "--host", "127.0.0.1", "--port", str(port),
-        "--dtype", "bfloat16", "--max-num-seqs", "8", "--max-model-len", "2048",
+        "--dtype", "float32", "--max-num-seqs", "8", "--max-model-len", "2048",
         "--served-model-name", "smollm2", "--disable-log-stats",
     ]  # fmt: skip
     proc = subprocess.Popen(

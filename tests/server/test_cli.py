@@ -20,7 +20,17 @@ pytestmark = pytest.mark.integration
 
 def start_serve(*args: str) -> tuple[subprocess.Popen[str], list[str]]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fablecast.cli", "serve", "--port", "0", *args],
+        [
+            sys.executable,
+            "-m",
+            "fablecast.cli",
+            "serve",
+            "--port",
+            "0",
+            "--engine",
+            "scripted",
+            *args,
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -26,7 +26,7 @@ def test_defaults() -> None:
         4096,
         8 * 1024 * 1024,
     )
-    assert config.engine.kind == "scripted"
+    assert config.engine.kind == "vllm"
     assert [r.name for r in config.rooms] == ["demo"]
 
 
