@@ -110,7 +110,20 @@ def draw(data: dict[str, Any], out: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(6.4, 4))
     for side, label, color in sides:
         key = "deliveries_per_s" if side == "fablecast" else "baseline_deliveries_per_s"
-        ax.plot(xs, [r[key] for r in clients], marker="o", color=color, label=label)
+        ys = [r[key] for r in clients]
+        ax.plot(xs, ys, marker="o", color=color, label=label)
+        # A side whose last step was still sustained never found its limit.
+        for x, y, r in zip(xs, ys, clients, strict=True):
+            steps = r["sides"][side]["steps"]
+            if steps and steps[-1]["sustained"]:
+                ax.annotate(
+                    "rates exhausted",
+                    (x, y),
+                    fontsize=7,
+                    color=color,
+                    textcoords="offset points",
+                    xytext=(4, -10),
+                )
     ax.set_xlabel("clients (10 rooms)")
     ax.set_ylabel("sustained deliveries/s (p99 <= 100 ms, no loss)")
     ax.set_title("Fan-out capacity")
