@@ -359,7 +359,7 @@ async def churn(
             await _reconnect(gen, v, resume=True)
             continue
         action = rnd.choices(names, weights)[0]
-        if action.startswith("stall") and loop.time() + long_stall + 5.0 > end:
+        if action.startswith("stall") and loop.time() + long_stall + 2.0 > end:
             action = "vote"  # no stall may run past the end: the tail check needs everyone
         gen.actions[action] = gen.actions.get(action, 0) + 1
         ws = v.ws

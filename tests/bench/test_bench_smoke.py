@@ -72,7 +72,7 @@ def test_votes_smoke() -> None:
 
 
 def test_soak_smoke() -> None:
-    result = run_soak(minutes=0.1, rooms=2, clients=8, mean_gap_s=1.0, long_stall_s=1.5)
+    result = run_soak(minutes=0.07, rooms=2, clients=8, mean_gap_s=0.7, long_stall_s=1.0)
     for key in (
         "lost",
         "duplicated",
