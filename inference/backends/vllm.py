@@ -230,7 +230,10 @@ class VLLMEngine:
         from vllm.renderers.params import ChatParams
 
         messages = [{"role": m.role, "content": m.content} for m in request.messages]
-        _convs, inputs = await self._llm.renderer.render_chat_async([messages], ChatParams())
+        # The assistant turn must be opened by the template, or the model writes the
+        # role header itself ("assistant\n...") into the story.
+        params = ChatParams(chat_template_kwargs={"add_generation_prompt": True})
+        _convs, inputs = await self._llm.renderer.render_chat_async([messages], params)
         return inputs[0]
 
     async def _generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
