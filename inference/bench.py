@@ -7,9 +7,9 @@ once) go through:
 - **engine**: the bare engine. For vLLM that is ``AsyncLLM.generate`` alone,
   with the very prompt and sampling parameters the backend would send; for
   other kinds, the backend's ``generate``.
-- **served**: what rooms use: ``Narrator.stream`` over ``ScheduledEngine`` over
-  the backend (admission, fairness, budgets, stall timeout, delta conversion),
-  read by one consumer task per room.
+- **served**: Fablecast end to end: a ``server.node.Node`` with one room per
+  request and one WebSocket client watching each room (``server/bench/served.py``):
+  room core, runner, narrator, scheduler, hub, codec, socket, client decode.
 
 Passes alternate (engine, served, engine, served, ...) after a warm-up, so the
 drift of a shared machine falls on both sides. Reported: tokens/s over each
@@ -29,9 +29,7 @@ from typing import Any
 
 from inference.backends import create_engine
 from inference.engine import EngineClient
-from inference.narrator import Narrator
 from inference.prompts import NarrationContext, StorySpec, narration_request
-from inference.scheduler import ScheduledEngine, SchedulerConfig
 from inference.types import GenerationDelta, GenerationRequest
 
 _SETTINGS = (
@@ -82,18 +80,27 @@ def _pcts(values_s: list[float]) -> dict[str, float]:
     }
 
 
+def bench_specs(rooms: int) -> list[StorySpec]:
+    """The story of each bench room (the room config's default style)."""
+    from server.config import RoomConfig
+
+    style = RoomConfig(name="x").style
+    return [
+        StorySpec(title=f"{t} {i}", premise=p, style=style)
+        for i, (t, p) in ((i, _SETTINGS[i % len(_SETTINGS)]) for i in range(rooms))
+    ]
+
+
 def bench_requests(rooms: int, max_tokens: int, tag: str) -> list[GenerationRequest]:
-    """One opening-beat request per room; seeded, so every pass generates the same tokens."""
+    """One opening-beat request per room, exactly as the node's rooms build it."""
     out = []
-    for i in range(rooms):
-        title, premise = _SETTINGS[i % len(_SETTINGS)]
+    for i, spec in enumerate(bench_specs(rooms)):
         ctx = NarrationContext(
             room=f"room{i}",
             beat=1,
-            spec=StorySpec(title=f"{title} {i}", premise=premise),
+            spec=spec,
             story=(),
             max_tokens=max_tokens,
-            seed=1000 + i,
         )
         # Greedy: both paths generate the same tokens (vLLM on CPU ignores request seeds).
         out.append(replace(narration_request(ctx, f"bench-{tag}-{i}"), temperature=0.0))
@@ -169,18 +176,17 @@ async def bench_engine(
     await eng.start()
     start_s = time.monotonic() - t0
     try:
-        sched = ScheduledEngine(eng, SchedulerConfig(max_running=max(rooms, 1)))
-        narrator = Narrator(sched, stall_timeout_s=60.0)
+        from server.bench.served import served_pass
+
         bare = bare_stream(eng)
+        specs = bench_specs(rooms)
         # Warm-up: both paths at full concurrency (vLLM compiles per batch shape on first use).
         await run_pass(bare, bench_requests(rooms, 16, "warm"), PassStats())
-        await run_pass(narrator.stream, bench_requests(rooms, 16, "warm2"), PassStats())
+        await served_pass(eng, specs, 16, PassStats())
         engine_stats, served_stats = PassStats(), PassStats()
         for p in range(passes):
             await run_pass(bare, bench_requests(rooms, max_tokens, f"e{p}"), engine_stats)
-            await run_pass(
-                narrator.stream, bench_requests(rooms, max_tokens, f"s{p}"), served_stats
-            )
+            await served_pass(eng, specs, max_tokens, served_stats)
     finally:
         if own:
             await eng.close()
