@@ -25,7 +25,59 @@ from inference.types import ChatMessage, GenerationRequest
 
 MAX_CHOICE_CHARS = 80
 #: What a ballot option may look like under grammar-constrained decoding.
-CHOICE_PATTERN = f"^[A-Za-z][A-Za-z0-9 ,.'!?;:-]{{2,{MAX_CHOICE_CHARS - 1}}}$"
+#: Verbs a constrained ballot option may start with: an option is an action.
+CHOICE_VERBS = (
+    "Accept",
+    "Ask",
+    "Attack",
+    "Bargain",
+    "Break",
+    "Burn",
+    "Call",
+    "Chase",
+    "Climb",
+    "Confront",
+    "Cross",
+    "Dig",
+    "Enter",
+    "Escape",
+    "Explore",
+    "Fight",
+    "Find",
+    "Flee",
+    "Follow",
+    "Go",
+    "Help",
+    "Hide",
+    "Investigate",
+    "Jump",
+    "Leave",
+    "Light",
+    "Listen",
+    "Look",
+    "Open",
+    "Read",
+    "Refuse",
+    "Return",
+    "Ring",
+    "Run",
+    "Search",
+    "Seek",
+    "Sneak",
+    "Steal",
+    "Take",
+    "Talk",
+    "Trust",
+    "Turn",
+    "Wait",
+    "Warn",
+    "Wake",
+)
+#: An option is an action: a verb from CHOICE_VERBS, then 2 to 7 more words
+#: separated by single spaces (parse_choices clips to MAX_CHOICE_CHARS). With
+#: grammar-constrained decoding this keeps a small model from run-on tokens
+#: ("AwakenAwakanImg..."), one-word options and titles instead of actions.
+CHOICE_PATTERN = "^(" + "|".join(CHOICE_VERBS) + r")( [A-Za-z0-9,.'!?;:-]{1,12}){2,7}$"
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +171,8 @@ def narration_request(ctx: NarrationContext, request_id: str) -> GenerationReque
         messages=(_system(ctx.spec), *_story(ctx), ChatMessage("user", "\n".join(parts))),
         max_tokens=ctx.max_tokens,
         seed=ctx.seed,
+        # Small models loop ("a lone, a lone, ..."); a frequency penalty breaks loops.
+        frequency_penalty=0.6,
         room=ctx.room,
         metadata=meta,
     )
@@ -148,8 +202,9 @@ def choices_request(ctx: NarrationContext, beat_text: str, request_id: str) -> G
     """The request that proposes ``ctx.n_choices`` options after ``beat_text``."""
     n = ctx.n_choices
     ask = (
-        f"Offer exactly {n} different short options for what happens next, each under "
-        f'{MAX_CHOICE_CHARS} characters, as JSON: {{"choices": ["..."]}}'
+        f"Offer exactly {n} different options for what the main character does next: "
+        "each an action of 3 to 8 words that starts with a verb and fits the scene. "
+        'Answer as JSON: {"choices": ["...", "..."]}'
     )
     return GenerationRequest(
         request_id=request_id,

@@ -32,6 +32,8 @@ class GenerationRequest:
     max_tokens: int = 128
     temperature: float = 0.8
     top_p: float = 0.95
+    #: OpenAI-style penalty on tokens by how often they already appeared (0: none).
+    frequency_penalty: float = 0.0
     seed: int | None = None
     stop: tuple[str, ...] = ()
     json_schema: Mapping[str, Any] | None = None

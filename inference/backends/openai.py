@@ -217,6 +217,8 @@ class OpenAIEngine:
             "top_p": request.top_p,
             "stream": True,
         }
+        if request.frequency_penalty:
+            body["frequency_penalty"] = request.frequency_penalty
         if request.seed is not None:
             body["seed"] = request.seed
         if request.stop:

@@ -220,6 +220,7 @@ class VLLMEngine:
             max_tokens=request.max_tokens,
             temperature=request.temperature,
             top_p=request.top_p,
+            frequency_penalty=request.frequency_penalty,
             seed=request.seed if self.request_seeds else None,
             stop=list(request.stop) or None,
             output_kind=RequestOutputKind.DELTA,

@@ -89,8 +89,12 @@ def test_schema_exact_count_and_pattern() -> None:
     assert not re.match(CHOICE_PATTERN, "קחיב")
     assert not re.match(CHOICE_PATTERN, '" quoted')
     assert not re.match(CHOICE_PATTERN, "ab")
-    assert re.match(CHOICE_PATTERN, "a" * MAX_CHOICE_CHARS)
-    assert not re.match(CHOICE_PATTERN, "a" * (MAX_CHOICE_CHARS + 1))
+    # Phrases of 3 to 8 words; no one-word options, no run-on tokens.
+    assert re.match(CHOICE_PATTERN, "Follow the stranger into the alley")
+    assert not re.match(CHOICE_PATTERN, "Bloombury")
+    assert not re.match(CHOICE_PATTERN, "Awaken" + "Img" * 20)
+    assert not re.match(CHOICE_PATTERN, "a" * MAX_CHOICE_CHARS)
+    assert not re.match(CHOICE_PATTERN, "Go " + "far " * 8 + "away")
 
 
 # -- layout ---------------------------------------------------------------------------------
