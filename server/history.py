@@ -9,7 +9,7 @@ re-encoding.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from protocol.codec import Codec
 from protocol.messages import RoomMessage
@@ -17,19 +17,37 @@ from protocol.messages import RoomMessage
 
 @dataclass(slots=True)
 class Entry:
-    """One stamped room frame and its encodings by codec name."""
+    """One stamped room frame and its encodings (text codec, binary codec).
+
+    Two slots rather than a dict by codec name: the history holds thousands of
+    entries per room, and a dict would double an entry's memory.
+    """
 
     seq: int
     frame: RoomMessage
-    encoded: dict[str, bytes] = field(default_factory=dict)
+    text: bytes | None = None
+    binary: bytes | None = None
     size: int = 0
 
     def data(self, codec: Codec) -> bytes:
         """The frame in ``codec``'s encoding (encoded once, then cached)."""
-        data = self.encoded.get(codec.name)
-        if data is None:
-            data = self.encoded[codec.name] = codec.encode(self.frame)
-        return data
+        if codec.is_text:
+            if self.text is None:
+                self.text = codec.encode(self.frame)
+            return self.text
+        if self.binary is None:
+            self.binary = codec.encode(self.frame)
+        return self.binary
+
+    @property
+    def encoded(self) -> dict[str, bytes]:
+        """The encodings made so far, by kind (``json`` / ``msgpack``)."""
+        out = {}
+        if self.text is not None:
+            out["json"] = self.text
+        if self.binary is not None:
+            out["msgpack"] = self.binary
+        return out
 
 
 class History:

@@ -104,6 +104,7 @@ def test_entry_encodes_once_per_codec() -> None:
     class Counting:
         def __init__(self, inner: object, name: str) -> None:
             self.inner, self.name = inner, name
+            self.is_text = inner.is_text  # type: ignore[attr-defined]
 
         def encode(self, msg: object) -> bytes:
             calls.append(self.name)
