@@ -6,6 +6,7 @@ client-visible ones. Unknown keys are rejected so a typo never goes unnoticed.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -90,24 +91,9 @@ class RoomConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     seed: str = "fablecast"
 
     def settings(self) -> RoomSettings:
-        """The pure core's view of this room."""
-        return RoomSettings(
-            title=self.title,
-            premise=self.premise,
-            n_choices=self.n_choices,
-            vote_s=self.vote_s,
-            reveal_s=self.reveal_s,
-            retry_s=self.retry_s,
-            retry_max_s=self.retry_max_s,
-            narration_tokens=self.narration_tokens,
-            pause_when_empty=self.pause_when_empty,
-            mood_half_life_s=self.mood_half_life_s,
-            mood_refresh_s=self.mood_refresh_s,
-            reactions_per_s=self.reactions_per_s,
-            reaction_burst=self.reaction_burst,
-            snapshot_beats=self.snapshot_beats,
-            seed=self.seed,
-        )
+        """The pure core's view of this room: every field the two share, by name."""
+        shared = {f.name for f in dataclasses.fields(RoomSettings)} & set(self.__struct_fields__)
+        return RoomSettings(**{name: getattr(self, name) for name in shared})
 
 
 def _default_rooms() -> list[RoomConfig]:

@@ -142,3 +142,12 @@ def test_malformed_toml(tmp_path: Path) -> None:
 
 def test_config_error_is_a_value_error() -> None:
     assert issubclass(ConfigError, ValueError)
+
+
+def test_every_core_room_setting_is_configurable() -> None:
+    import dataclasses
+
+    core = {f.name for f in dataclasses.fields(RoomSettings)}
+    assert core <= set(RoomConfig.__struct_fields__)
+    settings = RoomConfig(name="x", vote_s=3.0, retry_max_s=9.0).settings()
+    assert (settings.vote_s, settings.retry_max_s) == (3.0, 9.0)
