@@ -11,23 +11,37 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from protocol.codec import Codec
+from protocol.codec import JSON, MSGPACK, Codec
 from protocol.messages import RoomMessage
 
 
 @dataclass(slots=True)
 class Entry:
-    """One stamped room frame and its encodings (text codec, binary codec).
+    """One stamped room frame, kept as its encodings (text codec, binary codec).
 
-    Two slots rather than a dict by codec name: the history holds thousands of
-    entries per room, and a dict would double an entry's memory.
+    Memory matters here: the history holds thousands of entries per room. So an
+    entry keeps two slots rather than a dict by codec name, and once it is in
+    the history it drops the decoded frame (``compact``): a replay to a codec
+    nobody used when the frame was stamped decodes the other encoding again
+    (rare, and lossless for protocol messages).
     """
 
     seq: int
-    frame: RoomMessage
+    _frame: RoomMessage | None
     text: bytes | None = None
     binary: bytes | None = None
     size: int = 0
+
+    @property
+    def frame(self) -> RoomMessage:
+        """The frame as a message (decoded again from an encoding once compacted)."""
+        if self._frame is not None:
+            return self._frame
+        msg = JSON.decode_server(self.text) if self.text is not None else None
+        if msg is None:
+            assert self.binary is not None
+            msg = MSGPACK.decode_server(self.binary)
+        return msg  # type: ignore[return-value]
 
     def data(self, codec: Codec) -> bytes:
         """The frame in ``codec``'s encoding (encoded once, then cached)."""
@@ -38,6 +52,11 @@ class Entry:
         if self.binary is None:
             self.binary = codec.encode(self.frame)
         return self.binary
+
+    def compact(self) -> None:
+        """Drop the decoded frame when an encoding of it is kept."""
+        if self.text is not None or self.binary is not None:
+            self._frame = None
 
     @property
     def encoded(self) -> dict[str, bytes]:
@@ -73,6 +92,7 @@ class History:
         """Keep ``entry`` (seq must follow the last one); drop the oldest past the bounds."""
         if self._entries and entry.seq != self._entries[-1].seq + 1:
             raise ValueError(f"seq {entry.seq} does not follow {self._entries[-1].seq}")
+        entry.compact()
         self._entries.append(entry)
         self._bytes += entry.size
         while len(self._entries) > self.max_frames or (
