@@ -37,7 +37,7 @@ class ServerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     #: and makes a stalled client visible in its outbox sooner.
     socket_send_buffer: Annotated[int, Meta(ge=4096)] | None = None
     #: Resume history per room: frames and bytes.
-    history_frames: PosInt = 2048
+    history_frames: PosInt = 1024
     history_bytes: PosInt = 8 * 1024 * 1024
     #: Client message rate limit (token bucket) and how many violations in a row close (4009).
     messages_per_s: Positive = 20.0

@@ -72,7 +72,7 @@ class Entry:
 class History:
     """The last ``max_frames`` frames (and at most ``max_bytes``) of one room epoch."""
 
-    def __init__(self, max_frames: int = 2048, max_bytes: int = 4 * 1024 * 1024) -> None:
+    def __init__(self, max_frames: int = 1024, max_bytes: int = 8 * 1024 * 1024) -> None:
         if max_frames < 1:
             raise ValueError("max_frames must be >= 1")
         self.max_frames = max_frames

@@ -23,7 +23,7 @@ def test_defaults() -> None:
     assert (s.host, s.port, s.tick_ms, s.max_message_bytes) == ("127.0.0.1", 8765, 50, 65536)
     assert (s.outbox_max_bytes, s.history_frames, s.history_bytes) == (
         1024 * 1024,
-        2048,
+        1024,
         8 * 1024 * 1024,
     )
     assert config.engine.kind == "vllm"
