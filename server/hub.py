@@ -151,12 +151,16 @@ class RoomChannel:
         self.flush()
         recovered: bool | None = None
         if since is not None:
-            entries = self.history.since(since, self.seq) if epoch == self.epoch else None
+            entries = self.missed(epoch, since)
             recovered = entries is not None
             if entries:
                 sub.write([entry.data(sub.codec) for entry in entries])
         self._subs.setdefault(sub.codec, {})[sub.connection] = sub
         return recovered
+
+    def missed(self, epoch: str | None, since: int) -> list[Entry] | None:
+        """The frames after ``since`` of ``epoch``; None when they cannot all be served."""
+        return self.history.since(since, self.seq) if epoch == self.epoch else None
 
     def detach(self, sub: Subscriber) -> None:
         """Remove ``sub`` (idempotent)."""

@@ -308,7 +308,7 @@ class Node:
         ch.flush()
         entries = None
         if hello.since is not None:
-            entries = ch.history.since(hello.since, ch.seq) if hello.epoch == ch.epoch else None
+            entries = ch.missed(hello.epoch, hello.since)
             self.metrics.resumes.labels(str(entries is not None).lower()).inc()
         session.send_now(
             m.Welcome(
