@@ -297,7 +297,7 @@ async def start_cli(*args: str, stdin: bool = False) -> asyncio.subprocess.Proce
 
 
 async def read_json_until(
-    proc: asyncio.subprocess.Process, pred: Any, seconds: float = 10.0
+    proc: asyncio.subprocess.Process, pred: Any, seconds: float = 30.0
 ) -> list[dict[str, Any]]:
     """JSON lines of ``proc`` until one satisfies ``pred`` (included)."""
     assert proc.stdout is not None
@@ -315,7 +315,7 @@ async def finish(proc: asyncio.subprocess.Process) -> tuple[int, str]:
     """SIGINT ``proc`` (like Ctrl-C) and return its exit status and stderr."""
     if proc.returncode is None:
         proc.send_signal(signal.SIGINT)
-    async with asyncio.timeout(timeout(10)):
+    async with asyncio.timeout(timeout(30)):
         _, err = await proc.communicate()
     assert proc.returncode is not None
     return proc.returncode, err.decode()
@@ -342,7 +342,7 @@ async def test_watch_text_subprocess_renders_the_story() -> None:
 
     async with FakeServer(script) as server:
         proc = await start_cli("watch", server.url)
-        async with asyncio.timeout(timeout(10)):
+        async with asyncio.timeout(timeout(30)):
             out, err = await proc.communicate()
         assert proc.returncode == 0, err
         text = out.decode()
@@ -356,7 +356,7 @@ async def test_watch_exits_1_with_the_close_code_on_a_fatal_close() -> None:
 
     async with FakeServer(script) as server:
         proc = await start_cli("watch", server.url, "--json")
-        async with asyncio.timeout(timeout(10)):
+        async with asyncio.timeout(timeout(30)):
             _, err = await proc.communicate()
         assert proc.returncode == 1
         assert "4004" in err.decode() and "ROOM_NOT_FOUND" in err.decode()
@@ -367,7 +367,7 @@ async def test_watch_exits_1_when_nothing_listens() -> None:
     async with server:
         url = server.url
     proc = await start_cli("watch", url)
-    async with asyncio.timeout(timeout(10)):
+    async with asyncio.timeout(timeout(30)):
         _, err = await proc.communicate()
     assert proc.returncode == 1
     assert "cannot connect" in err.decode()
@@ -395,7 +395,7 @@ async def test_play_votes_from_piped_stdin() -> None:
         assert votes == [Vote(window=3, option=1)]
         proc.stdin.write(b"q\n")
         await proc.stdin.drain()
-        async with asyncio.timeout(timeout(10)):
+        async with asyncio.timeout(timeout(30)):
             _, err = await proc.communicate()
         assert proc.returncode == 0, err
         assert "1-5 vote" in err.decode()  # the key map, on stderr in --json mode
