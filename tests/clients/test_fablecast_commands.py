@@ -293,7 +293,14 @@ async def start_cli(*args: str, stdin: bool = False) -> asyncio.subprocess.Proce
         stderr=asyncio.subprocess.PIPE,
         env=cli_env(),
         cwd=ROOT,
+        # A test run started as a background job inherits SIGINT ignored; Ctrl-C
+        # must reach the CLI as it does in a terminal.
+        preexec_fn=_default_sigint,
     )  # fmt: skip
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 async def read_json_until(
