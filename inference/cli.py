@@ -13,12 +13,9 @@ if TYPE_CHECKING:
 
 
 def _bench_group(sub: SubParsers, groups: dict[str, SubParsers]) -> SubParsers:
-    bench = groups.get("bench")
-    if bench is None:
-        parser = sub.add_parser("bench", help="benchmarks (loopback only)")
-        bench = parser.add_subparsers(dest="bench_command", required=True, metavar="BENCH")
-        groups["bench"] = bench
-    return bench
+    from fablecast.cli import command_group
+
+    return command_group(sub, groups, "bench", "benchmarks (loopback only)")
 
 
 def register(sub: SubParsers, groups: dict[str, SubParsers]) -> None:

@@ -23,9 +23,31 @@ from collections.abc import Sequence
 _REGISTRANTS = ("server.cli", "fablecast.commands", "inference.cli", "server.bench.cli")
 
 
+SubParsers = argparse._SubParsersAction  # the type of ``add_subparsers()``
+
+
+def command_group(
+    sub: SubParsers[argparse.ArgumentParser],
+    groups: dict[str, SubParsers[argparse.ArgumentParser]],
+    name: str,
+    help: str,
+) -> SubParsers[argparse.ArgumentParser]:
+    """The subparsers of group ``name`` (e.g. ``bench``), created by whichever module asks first."""
+    group = groups.get(name)
+    if group is None:
+        parser = sub.add_parser(name, help=help)
+        group = parser.add_subparsers(dest=f"{name}_command", required=True, metavar=name.upper())
+        groups[name] = group
+    return group
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line, with every available subcommand."""
-    parser = argparse.ArgumentParser(prog="fablecast", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="fablecast",
+        description="Fablecast: a live-narrative server (serve), its clients (watch, play), "
+        "its model (model) and its benchmarks (bench).",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     shared: dict[str, argparse._SubParsersAction[argparse.ArgumentParser]] = {}
     for name in _REGISTRANTS:
