@@ -538,3 +538,16 @@ def loadgen_main(conn: mpc.Connection, codec_name: str, track_spread: bool) -> N
         )
 
     run_loop(main)
+
+
+def connect_viewers(gens: list[Any], port: int, clients: int, rooms: int, group: str) -> None:
+    """Spread ``clients`` viewers round-robin over ``rooms`` (``bench0``...) and the load
+    generator processes ``gens``, connect them all, and fail unless every one connected."""
+    per_proc: list[list[tuple[int, int, str]]] = [[] for _ in gens]
+    for i in range(clients):
+        per_proc[i % len(gens)].append((i, i % rooms, f"bench{i % rooms}"))
+    for g, viewers in zip(gens, per_proc, strict=True):
+        g.conn.send(("connect", {"port": port, "viewers": viewers, "group": group}))
+    connected = sum(g.wait(120)["connected"] for g in gens)
+    if connected < clients:
+        raise RuntimeError(f"only {connected} of {clients} viewers connected")

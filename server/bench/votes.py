@@ -24,7 +24,7 @@ import time
 from typing import Any
 
 from server.bench.fanout import machine
-from server.bench.loadgen import loadgen_main
+from server.bench.loadgen import connect_viewers, loadgen_main
 from server.bench.procs import Child, ask_all
 from server.bench.serverproc import server_main
 from server.bench.stats import Histogram
@@ -119,14 +119,7 @@ def run_votes(
     try:
         ready_port = server.wait(60)["port"]
         gens = [Child(loadgen_main, codec, False, name=f"loadgen-{i}") for i in range(procs)]
-        per_proc: list[list[tuple[int, int, str]]] = [[] for _ in gens]
-        for i in range(clients):
-            per_proc[i % len(gens)].append((i, i % rooms, f"bench{i % rooms}"))
-        for g, viewers in zip(gens, per_proc, strict=True):
-            g.conn.send(("connect", {"port": ready_port, "viewers": viewers, "group": _GROUP}))
-        connected = sum(g.wait(120)["connected"] for g in gens)
-        if connected < clients:
-            raise RuntimeError(f"only {connected} of {clients} viewers connected")
+        connect_viewers(gens, ready_port, clients, rooms, _GROUP)
         with_ballot = sum(ask_all(gens, "wait_ballot", {"group": _GROUP, "timeout_s": 30}))
         if with_ballot < clients:
             raise RuntimeError(f"only {with_ballot} of {clients} viewers saw a ballot")
