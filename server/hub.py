@@ -43,7 +43,7 @@ class Subscriber(Protocol):
 
     @property
     def connection(self) -> object:
-        """The websockets connection (``broadcast`` target)."""
+        """The websockets connection (the key this subscriber is stored under)."""
         ...
 
     def buffered_bytes(self) -> int:
