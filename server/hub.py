@@ -9,6 +9,8 @@ Everything a room broadcasts passes through ``RoomChannel``:
   ``(epoch, seq)`` in order, appends them to the history, closes clients whose
   outbox is over its bound (4008) and writes each frame, encoded once per codec,
   to every other client without awaiting any of them.
+- Each frame is also *framed* once per codec (``server.wire``): every
+  subscriber of a codec is handed the very same WebSocket frame bytes.
 - Replies to one client (``vote_ack``, ``error``) queued since the last tick go
   out in the same write as the tick's frames: one ``writelines`` (one system
   call) per client per tick, whatever it receives.
@@ -34,6 +36,7 @@ from protocol.messages import RoomMessage, Token
 from server.history import Entry, History
 from server.metrics import Metrics
 from server.room.effects import StateKind
+from server.wire import ws_frame
 
 
 class Subscriber(Protocol):
@@ -54,8 +57,8 @@ class Subscriber(Protocol):
         """Close this client with 4008 (slow consumer), without awaiting."""
         ...
 
-    def write(self, datas: list[bytes]) -> None:
-        """Write its queued replies, then ``datas`` (encoded frames), without awaiting."""
+    def write(self, frames: list[bytes]) -> None:
+        """Write its queued replies, then ``frames`` (WebSocket frames), without awaiting."""
         ...
 
 
@@ -154,7 +157,7 @@ class RoomChannel:
             entries = self.missed(epoch, since)
             recovered = entries is not None
             if entries:
-                sub.write([entry.data(sub.codec) for entry in entries])
+                sub.write(wire_frames(entries, sub.codec))
         self._subs.setdefault(sub.codec, {})[sub.connection] = sub
         return recovered
 
@@ -233,9 +236,9 @@ class RoomChannel:
         for codec, group in self._subs.items():
             if not group:
                 continue
-            datas = [entry.data(codec) for entry in entries]
+            framed = wire_frames(entries, codec)  # once per codec: shared by the group
             for sub in list(group.values()):
-                sub.write(datas)
+                sub.write(framed)
             sent += len(group) * len(entries)
 
         m = self._metrics
@@ -245,3 +248,8 @@ class RoomChannel:
         for t in latencies:
             m.token_latency.observe(now - t)
         return len(entries)
+
+
+def wire_frames(entries: list[Entry], codec: Codec) -> list[bytes]:
+    """``entries`` as WebSocket frames in ``codec``'s encoding, ready for the wire."""
+    return [ws_frame(entry.data(codec), text=codec.is_text) for entry in entries]

@@ -38,12 +38,13 @@ from protocol.codes import CloseCode, ErrorCode
 from protocol.version import PROTOCOL_VERSION, SUBPROTOCOLS
 from server.config import Config, RoomConfig
 from server.history import History
-from server.hub import RoomChannel
+from server.hub import RoomChannel, wire_frames
+from server.keepalive import KeepAlive
 from server.metrics import Metrics
 from server.room import effects as fx
 from server.room.runner import RoomRunner
 from server.room.state import Room
-from server.session import Session
+from server.session import Session, close_soon
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,12 @@ class Node:
         self.ready = False
         self.engine_error: str | None = None
         self._server: Server | None = None
+        s = self.config.server
+        self.keepalive: KeepAlive[ServerConnection] = KeepAlive(
+            s.ping_interval_s,
+            s.ping_timeout_s,
+            lambda ws: close_soon(ws, CloseCode.INTERNAL_ERROR, "keepalive ping timeout"),
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self.port = 0
 
@@ -88,8 +95,9 @@ class Node:
             select_subprotocol=_select_subprotocol,
             process_request=self._http,
             max_size=s.max_message_bytes,
-            ping_interval=s.ping_interval_s,
-            ping_timeout=s.ping_timeout_s,
+            # Keepalive is one sweep for all connections (server/keepalive.py),
+            # not a task and a timer per connection.
+            ping_interval=None,
             close_timeout=s.close_timeout_s,
             # Encode once per codec: per-connection compression would redo the
             # work for every client (and cost memory per connection).
@@ -100,6 +108,7 @@ class Node:
         self._tasks = [
             loop.create_task(self._tick_loop(), name="tick"),
             loop.create_task(self._lag_loop(), name="loop-lag"),
+            loop.create_task(self.keepalive.run(), name="keepalive"),
             loop.create_task(self._warm_up(), name="engine-warm-up"),
         ]
 
@@ -242,6 +251,7 @@ class Node:
 
     async def _handle(self, ws: ServerConnection) -> None:
         path = urlsplit(ws.request.path if ws.request else "").path
+        _shed_handshake(ws)
         match = _ROOM_PATH.fullmatch(path)
         if match is None:
             await ws.close(CloseCode.BAD_PATH, "path must be /rooms/<room>")
@@ -261,6 +271,7 @@ class Node:
             ws, codec_for_subprotocol(ws.subprotocol), self.config.server, self.metrics
         )
         self.metrics.connections.inc()
+        self.keepalive.add(ws)
         joined = False
         try:
             hello = await self._await_hello(session)
@@ -274,6 +285,7 @@ class Node:
         except ConnectionClosed:
             pass
         finally:
+            self.keepalive.discard(ws)
             self.metrics.connections.dec()
             if joined:
                 runner.channel.detach(session)
@@ -334,10 +346,25 @@ class Node:
                 runner.room.snapshot(_now(), epoch=ch.epoch, seq=ch.seq, participant=participant)
             )
         else:
-            session.write([entry.data(session.codec) for entry in entries])
+            session.write(wire_frames(entries, session.codec))
         ch.attach(session, epoch=None, since=None)
         runner.dispatch(fx.ViewerJoined(participant), origin=session)
         self.engine.set_audience(runner.name, runner.room.viewer_count)
+
+
+def _shed_handshake(ws: ServerConnection) -> None:
+    """Free the handshake's headers once the connection is open.
+
+    websockets keeps the request and response for the connection's lifetime;
+    their headers are ~2.5 KiB per connection from a minimal client and several
+    KiB from a browser (user agent, cookies, languages), and nothing reads them
+    after the handshake: what a session needs (the path; later the Origin or a
+    token) is taken before this. The request line (``path``) stays.
+    """
+    if ws.request is not None:
+        ws.request.headers.clear()
+    if ws.response is not None:
+        ws.response.headers.clear()
 
 
 def _now() -> float:

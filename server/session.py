@@ -29,6 +29,7 @@ from server.config import ServerConfig
 from server.metrics import Metrics
 from server.room import effects as fx
 from server.room.runner import RoomRunner
+from server.wire import ws_frame
 
 log = logging.getLogger(__name__)
 
@@ -77,33 +78,30 @@ class Session:
         """Close with 4008: the client fell behind its outbox bound."""
         self.close(CloseCode.SLOW_CONSUMER, "slow consumer: reconnect and resume")
 
-    def write(self, datas: list[bytes]) -> None:
-        """Frame queued replies and ``datas`` and write them in one ``writelines``.
+    def write(self, frames: list[bytes]) -> None:
+        """Write queued replies, then ``frames`` (WebSocket frames), in one ``writelines``.
 
-        Uses the connection's sans-I/O protocol directly (as ``websockets.broadcast``
-        does) so that a tick's frames cost one system call, not one per frame.
+        Room frames arrive framed once per codec by the hub (``server.wire``), the
+        same bytes for every client; this writes them straight to the transport,
+        so a tick costs one system call per client and no copy. Nothing else
+        writes data frames on this connection, so no frame can interleave with a
+        fragmented message; websockets' own control frames (pong, close) go
+        through the same transport, in order.
         """
         replies, self._replies = self._replies, []
         ws = self.ws
-        protocol = ws.protocol
-        if protocol.state is not State.OPEN or ws.transport is None:
+        transport = ws.transport
+        if ws.protocol.state is not State.OPEN or transport is None:
             return
-        send = protocol.send_text if self.codec.is_text else protocol.send_binary
-        for data in replies:
-            send(data)
-        for data in datas:
-            send(data)
-        chunks = protocol.data_to_send()
-        if all(chunks):
-            ws.transport.writelines(chunks)
-        else:  # an end-of-stream marker: let websockets handle it
-            ws.transport.writelines([c for c in chunks if c])
-            ws.send_data()
+        transport.writelines([*replies, *frames] if replies else frames)
 
     def send_now(self, message: m.ServerMessage) -> None:
         """Encode and write one personal message at once (welcome, snapshot, pong)."""
         self._count(message)
-        self.write([self.codec.encode(message)])
+        self.write([self._frame(message)])
+
+    def _frame(self, message: m.ServerMessage) -> bytes:
+        return ws_frame(self.codec.encode(message), text=self.codec.is_text)
 
     def send_message(self, message: m.ServerMessage) -> None:
         """Queue a reply (vote_ack, error): it goes out with the next tick's frames.
@@ -115,7 +113,7 @@ class Session:
             self.send_now(message)
             return
         self._count(message)
-        self._replies.append(self.codec.encode(message))
+        self._replies.append(self._frame(message))
         runner.channel.reply_queued(self)
 
     def _count(self, message: m.ServerMessage) -> None:

@@ -24,3 +24,27 @@ async def wait_for(predicate: object, timeout: float, step: float = 0.01) -> boo
             return True
         await asyncio.sleep(step)
     return bool(predicate())  # type: ignore[operator]
+
+
+def unframe(data: bytes) -> tuple[bytes, bool]:
+    """Parse one whole server WebSocket frame with websockets' own parser.
+
+    Returns ``(payload, is_text)``; fails unless ``data`` is exactly one
+    unmasked, final text or binary frame.
+    """
+    from websockets.frames import Frame, Opcode
+    from websockets.streams import StreamReader
+
+    reader = StreamReader()
+    reader.feed_data(data)
+    reader.feed_eof()
+    parser = Frame.parse(reader.read_exact, mask=False)
+    try:
+        next(parser)
+    except StopIteration as done:
+        frame: Frame = done.value
+    else:
+        raise AssertionError("incomplete WebSocket frame")
+    assert frame.fin and frame.opcode in (Opcode.TEXT, Opcode.BINARY), frame
+    assert not reader.buffer, "bytes left after one frame"
+    return bytes(frame.data), frame.opcode is Opcode.TEXT

@@ -16,6 +16,7 @@ from protocol.codec import JSON, MSGPACK, Codec
 from server.history import History
 from server.hub import RoomChannel
 from server.metrics import Metrics
+from tests.support import unframe
 
 WRITES: list[tuple[Any, list[bytes]]] = []
 
@@ -38,9 +39,9 @@ class FakeSub:
     def close_slow(self) -> None:
         self.closed_slow += 1
 
-    def write(self, datas: list[bytes]) -> None:
-        WRITES.append((self, list(datas)))
-        self.connection.frames.extend((d, self.codec.is_text) for d in datas)
+    def write(self, frames: list[bytes]) -> None:
+        WRITES.append((self, list(frames)))
+        self.connection.frames.extend(unframe(f) for f in frames)
 
     def received(self) -> list[Any]:
         return [JSON.decode_server(d) if t else MSGPACK.decode_server(d) for d, t in self.frames]
