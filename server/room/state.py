@@ -25,6 +25,7 @@ from protocol.codes import ErrorCode
 from server.room import effects as fx
 from server.room.mood import MoodAggregator, MoodSnapshot
 from server.room.phases import ACCEPTS, Phase, Step, next_phase
+from server.room.text import TextBuffer
 from server.room.votes import VoteWindow, WindowResult
 
 DEFAULT_TITLE = "The Lantern Market"
@@ -85,7 +86,7 @@ class Room:
     phase: Phase = Phase.PAUSED
     reason: str | None = "starting"
     story: list[CommittedBeat] = field(default_factory=list)
-    partial: list[str] = field(default_factory=list)
+    partial: TextBuffer = field(default_factory=TextBuffer)
     choice: str | None = None  # the choice driving the beat being narrated
     window: VoteWindow | None = None
     last_result: WindowResult | None = None
@@ -158,7 +159,7 @@ class Room:
             beat=self.beat,
             story=story,
             truncated=len(self.story) > keep,
-            partial="".join(self.partial),
+            partial=self.partial.text(),
             ballot=ballot,
             tally=tally,
             mood=mood,
@@ -233,7 +234,7 @@ class Room:
         """Start (or retell) beat len(story)+1."""
         self._stage = "narration"  # so ``beat`` below is the new one
         self._go(step, out)
-        self.partial = []
+        self.partial.clear()
         request = self._next_request("narration")
         out.append(fx.Publish(m.BeatStart(beat=self.beat, choice=self.choice)))
         out.append(fx.RequestNarration(request, self.beat, self.choice, self.mood.read(now)))
@@ -324,13 +325,13 @@ class Room:
             self._arm("mood", now + s.mood_refresh_s, out)
 
     def _on_narration_done(self, now: float, out: list[fx.Effect]) -> None:
-        text = "".join(self.partial).strip()
+        text = self.partial.text().strip()
         if not text:
             self._on_failure("the engine returned no text", False, now, out)
             return
         beat = self.beat
         self.story.append(CommittedBeat(beat, text, self.choice))
-        self.partial = []
+        self.partial.clear()
         self._failures = 0
         out.append(fx.Publish(m.BeatEnd(beat=beat, text=text)))
         self._request_choices(out)
@@ -356,7 +357,7 @@ class Room:
         out.append(fx.CancelRequest(self._request))
         if stage == "narration":
             beat = self.beat
-            self.partial = []
+            self.partial.clear()
             out.append(fx.Publish(m.BeatAbort(beat=beat, reason=reason)))
         self._stage = None
         self._retry_stage = stage

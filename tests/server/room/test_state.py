@@ -118,7 +118,7 @@ def test_full_beat_loop(h: Any) -> None:
     # narrate beat 1, streamed
     out = h.narrate("Once upon ", "a lantern.", done=False)
     assert out == [fx.AppendText(1, "Once upon "), fx.AppendText(1, "a lantern.")]
-    assert h.room.partial == ["Once upon ", "a lantern."]
+    assert h.room.partial.text() == "Once upon a lantern."
     assert h.room.beat == 1
 
     out = h.send(fx.NarrationDone(h.narration.request))
@@ -127,7 +127,7 @@ def test_full_beat_loop(h: Any) -> None:
         fx.RequestChoices(2, 1, "Once upon a lantern."),
     ]
     assert [(b.beat, b.text, b.choice) for b in h.room.story] == [(1, "Once upon a lantern.", None)]
-    assert h.room.partial == []
+    assert h.room.partial.text() == ""
     assert h.room.phase is Phase.NARRATING  # the ballot is still being written
 
     t_open = h.now
@@ -226,7 +226,7 @@ def test_narration_text_is_stripped_when_committed(h: Any) -> None:
 def test_empty_deltas_are_ignored(h: Any) -> None:
     h.open("alice")
     assert h.send(fx.NarrationDelta(h.narration.request, "")) == []
-    assert h.room.partial == []
+    assert h.room.partial.text() == ""
 
 
 # --------------------------------------------------------------------------- votes
@@ -341,7 +341,7 @@ def test_stale_request_events_are_ignored(h: Any) -> None:
     assert h.send(fx.NarrationDone(first)) == []
     assert h.send(fx.ChoicesReady(first, ("x", "y"))) == []
     assert h.send(fx.EngineFailed(first, "again")) == []
-    assert h.room.partial == []
+    assert h.room.partial.text() == ""
     assert h.room.story == []
     assert h.room.phase is Phase.PAUSED
 
@@ -379,7 +379,7 @@ def test_failure_mid_narration_aborts_pauses_and_retells(h: Any) -> None:
         fx.ArmTimer("retry", t_fail + 2.0, ANY),
     ]
     assert h.room.phase is Phase.PAUSED and h.room.reason == "engine"
-    assert h.room.partial == []
+    assert h.room.partial.text() == ""
     assert h.room.narrator == "down"
     assert h.room.current_request is None
     snap = h.room.snapshot(h.now, epoch="e", seq=5, participant=None)
