@@ -104,6 +104,7 @@ class NarrationContext:
     room: str
     beat: int
     spec: StorySpec
+    #: The last committed beats the room holds (it may have forgotten older ones).
     story: Sequence[PastBeat]
     choice: str | None = None
     mood: str = ""
@@ -112,6 +113,8 @@ class NarrationContext:
     seed: int | None = None
     window_beats: int = 8
     window_step: int = 4
+    #: Committed beats before ``story[0]`` (forgotten by the room).
+    story_start: int = 0
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -137,7 +140,10 @@ def _system(spec: StorySpec) -> ChatMessage:
 
 def _story(ctx: NarrationContext) -> list[ChatMessage]:
     msgs: list[ChatMessage] = []
-    start = window_start(len(ctx.story), ctx.window_beats, ctx.window_step)
+    # The window moves on the absolute beat count, so the prompt's prefix stays the
+    # same from beat to beat (prefix caching) however much of the story the room holds.
+    told = ctx.story_start + len(ctx.story)
+    start = max(0, window_start(told, ctx.window_beats, ctx.window_step) - ctx.story_start)
     for past in ctx.story[start:]:
         if past.choice:
             msgs.append(ChatMessage("user", f"The audience chose: {quote(past.choice)}"))

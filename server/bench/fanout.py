@@ -39,22 +39,12 @@ from server.bench.serverproc import server_main
 from server.bench.stats import Histogram, merge_spread, spread_histogram
 
 #: Default token-rate steps (tokens per second per room).
+# fmt: off
 DEFAULT_RATES = (
-    10.0,
-    20.0,
-    30.0,
-    40.0,
-    50.0,
-    60.0,
-    80.0,
-    100.0,
-    150.0,
-    200.0,
-    300.0,
-    400.0,
-    600.0,
-    800.0,
+    10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 80.0, 100.0, 150.0, 200.0,
+    300.0, 400.0, 600.0, 800.0, 1200.0, 1600.0,
 )
+# fmt: on
 
 
 def machine() -> dict[str, Any]:

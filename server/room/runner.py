@@ -149,6 +149,7 @@ class RoomRunner:
             beat=beat,
             spec=self.spec,
             story=[PastBeat(b.text, b.choice) for b in self.room.story],
+            story_start=self.room.beats_forgotten,
             choice=choice,
             mood=mood_directive(mood.valence, mood.arousal, mood.intensity),
             max_tokens=s.narration_tokens,

@@ -35,6 +35,11 @@ DEFAULT_PREMISE = (
 )
 
 
+#: Committed beats a room holds in memory at least (the prompt window: 8 beats,
+#: moving in steps of 4, needs up to 11), whatever ``snapshot_beats`` is.
+MIN_STORY_MEMORY = 16
+
+
 @dataclass(frozen=True, slots=True)
 class RoomSettings:
     """Per-room rules. Defaults are the documented ones (docs/protocol.md, Limits)."""
@@ -85,7 +90,10 @@ class Room:
     settings: RoomSettings = field(default_factory=RoomSettings)
     phase: Phase = Phase.PAUSED
     reason: str | None = "starting"
+    #: The last committed beats (at least ``story_memory``; see ``_commit_beat``).
     story: list[CommittedBeat] = field(default_factory=list)
+    #: Committed beats no longer held in ``story`` (beat numbers stay absolute).
+    beats_forgotten: int = 0
     partial: TextBuffer = field(default_factory=TextBuffer)
     choice: str | None = None  # the choice driving the beat being narrated
     window: VoteWindow | None = None
@@ -112,14 +120,24 @@ class Room:
     def beat(self) -> int:
         """The beat being narrated or just told (1-based; 0 before the first)."""
         if self._stage == "narration":
-            return len(self.story) + 1
+            return self.beats_told + 1
         if (
             self.phase is Phase.PAUSED
             and self.reason in ("engine", "busy")
             and self._retry_stage == "narration"
         ):
-            return len(self.story) + 1  # the beat that will be retold
-        return len(self.story)
+            return self.beats_told + 1  # the beat that will be retold
+        return self.beats_told
+
+    @property
+    def beats_told(self) -> int:
+        """Committed beats since the story began (held in ``story`` or not)."""
+        return self.beats_forgotten + len(self.story)
+
+    @property
+    def story_memory(self) -> int:
+        """Committed beats a room must hold: a snapshot's worth, and the prompt window."""
+        return max(self.settings.snapshot_beats, MIN_STORY_MEMORY)
 
     @property
     def viewer_count(self) -> int:
@@ -158,7 +176,7 @@ class Room:
             phase=self.phase.value,
             beat=self.beat,
             story=story,
-            truncated=len(self.story) > keep,
+            truncated=self.beats_told > keep,
             partial=self.partial.text(),
             ballot=ballot,
             tally=tally,
@@ -331,6 +349,12 @@ class Room:
             return
         beat = self.beat
         self.story.append(CommittedBeat(beat, text, self.choice))
+        # Hold a bounded story: a room may run for days. Trimming at twice the
+        # bound keeps appends amortized O(1). The whole story is the event log's.
+        keep = self.story_memory
+        if len(self.story) >= 2 * keep:
+            self.beats_forgotten += len(self.story) - keep
+            del self.story[:-keep]
         self.partial.clear()
         self._failures = 0
         out.append(fx.Publish(m.BeatEnd(beat=beat, text=text)))
@@ -416,7 +440,7 @@ class Room:
         assert w is not None
         return m.Ballot(
             window=w.window,
-            beat=len(self.story),
+            beat=self.beats_told,
             options=[m.Option(index=i, text=t) for i, t in enumerate(w.options)],
             duration_ms=round((w.closes_at - w.opened_at) * 1000),
             closes_at_ms=round(w.closes_at * 1000),

@@ -27,7 +27,8 @@ SPEC = StorySpec("Title", "Premise")
 
 def ctx(n_beats: int = 0, **kw: object) -> NarrationContext:
     story = [PastBeat(f"beat {i}", choice=f"choice {i}" if i else None) for i in range(n_beats)]
-    return NarrationContext(room="r", beat=n_beats + 1, spec=SPEC, story=story, **kw)  # type: ignore[arg-type]
+    fields: dict[str, object] = {"room": "r", "beat": n_beats + 1, "spec": SPEC, "story": story}
+    return NarrationContext(**{**fields, **kw})  # type: ignore[arg-type]
 
 
 # -- parse_choices --------------------------------------------------------------------------
@@ -112,6 +113,16 @@ def test_stable_prefix_between_beats() -> None:
     b = narration_request(ctx(10), "b").messages
     # Everything but the last (directive) message of beat 10's prompt extends beat 9's prefix.
     assert b[: len(a) - 1] == a[:-1]
+
+
+@pytest.mark.parametrize("told", [3, 9, 12, 13, 40, 41])
+def test_a_room_that_forgot_old_beats_gets_the_same_prompt(told: int) -> None:
+    full = ctx(told)
+    expected = narration_request(full, "x").messages
+    # Any number of forgotten beats, as long as the window's beats are all held.
+    for forgotten in range(window_start(told, 8, 4) + 1):
+        held = ctx(told, story=full.story[forgotten:], story_start=forgotten)
+        assert narration_request(held, "x").messages == expected
 
 
 def test_first_beat_opens_the_story() -> None:

@@ -13,7 +13,7 @@ from protocol import messages as m
 from server.room import effects as fx
 from server.room.mood import MoodAggregator
 from server.room.phases import Phase
-from server.room.state import Room, RoomSettings
+from server.room.state import MIN_STORY_MEMORY, Room, RoomSettings
 
 # --------------------------------------------------------------------------- effect filters
 
@@ -838,3 +838,21 @@ def test_state_frame_kinds(h: Any) -> None:
         valence=0.0, arousal=0.0, intensity=0.0, reactions={}
     )
     assert isinstance(h.room.mood, MoodAggregator)
+
+
+def test_a_long_story_is_held_bounded_with_absolute_beat_numbers(make: Any) -> None:
+    h = make(snapshot_beats=3)  # below the floor: the room still holds MIN_STORY_MEMORY
+    h.open("alice")
+    keep = MIN_STORY_MEMORY
+    for n in range(1, 3 * keep + 2):
+        assert h.narration.beat == n
+        h.play_beat(f"Beat {n}.", votes={"alice": 0})
+        assert keep <= len(h.room.story) < 2 * keep or n < keep
+        assert h.room.beats_told == n
+        assert h.room.story[-1].beat == n and h.room.story[-1].text == f"Beat {n}."
+    assert h.room.beats_forgotten + len(h.room.story) == 3 * keep + 1
+    assert [b.beat for b in h.room.story] == list(range(h.room.beats_forgotten + 1, 3 * keep + 2))
+    snap = h.room.snapshot(h.now, epoch="e", seq=1, participant="alice")
+    assert [b.beat for b in snap.story] == [3 * keep - 1, 3 * keep, 3 * keep + 1]
+    assert snap.truncated
+    assert snap.beat == 3 * keep + 2  # the next beat is being narrated
