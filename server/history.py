@@ -84,6 +84,11 @@ class History:
         return len(self._entries)
 
     @property
+    def bytes(self) -> int:
+        """Encoded bytes held (the bound ``max_bytes`` applies to)."""
+        return self._bytes
+
+    @property
     def first_seq(self) -> int | None:
         """The oldest seq kept, or None when empty."""
         return self._entries[0].seq if self._entries else None

@@ -84,6 +84,7 @@ def _fanout(args: argparse.Namespace) -> int:
             "duplicated",
             "reordered",
             "mem_per_conn_kib",
+            "mem_per_conn_gross_kib",
             "loop_lag_ms_p99",
             "loadgen",
         ),

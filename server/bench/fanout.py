@@ -127,6 +127,12 @@ class _Side:
         conns = max(1, self.connected)
         rss_before = self.ready.get("rss", 0)
         rss_peak = max([self.rss_idle] + [s["server_rss"] for s in self.steps])
+        # Net of the rooms' narrative state (history, story, beat in progress: per
+        # room, and proportional to the text narrated, not to the audience).
+        net_peak = max(
+            [self.rss_idle] + [s["server_rss"] - s.get("room_state", 0) for s in self.steps]
+        )
+        state_peak = max([0] + [s.get("room_state", 0) for s in self.steps])
         return {
             "side": self.name,
             "connected": self.connected,
@@ -135,7 +141,9 @@ class _Side:
             "rss_before_mib": round(rss_before / 2**20, 1),
             "rss_idle_mib": round(self.rss_idle / 2**20, 1),
             "rss_peak_mib": round(rss_peak / 2**20, 1),
-            "mem_per_conn_kib": round((rss_peak - rss_before) / 1024 / conns, 2),
+            "room_state_peak_mib": round(state_peak / 2**20, 2),
+            "mem_per_conn_kib": round((net_peak - rss_before) / 1024 / conns, 2),
+            "mem_per_conn_gross_kib": round((rss_peak - rss_before) / 1024 / conns, 2),
             "mem_per_conn_idle_kib": round((self.rss_idle - rss_before) / 1024 / conns, 2),
         }
 
@@ -180,6 +188,7 @@ def _measure(
         **_merge_step(snaps, stats, clients_per_room),
         "tail_lost": tail_lost,
         "server_rss": stats["rss"],
+        "room_state": int(stats.get("room_state", 0)),
         "cpu_pressure_avg10": pressure,
     }
     step["lost"] += tail_lost
@@ -367,11 +376,15 @@ def _report(
         "lost": sum(s["lost"] for s in steps),
         "duplicated": sum(s["duplicated"] for s in steps),
         "reordered": sum(s["reordered"] for s in steps),
-        # Peak RSS under load minus RSS before anyone connected, per connection
-        # (includes outbox buffers and the rooms' resume history); and the same
-        # right after everyone connected, before streaming (the connection itself).
+        # Peak RSS under load minus RSS before anyone connected, per connection,
+        # net of the rooms' narrative state (``room_state_peak_mib``: history, story,
+        # beat in progress; per room, proportional to the text narrated) and gross;
+        # and the same right after everyone connected, before streaming.
         "mem_per_conn_kib": ours.get("mem_per_conn_kib"),
         "baseline_mem_per_conn_kib": raw.get("mem_per_conn_kib"),
+        "mem_per_conn_gross_kib": ours.get("mem_per_conn_gross_kib"),
+        "baseline_mem_per_conn_gross_kib": raw.get("mem_per_conn_gross_kib"),
+        "room_state_peak_mib": ours.get("room_state_peak_mib"),
         "mem_per_conn_idle_kib": ours.get("mem_per_conn_idle_kib"),
         "baseline_mem_per_conn_idle_kib": raw.get("mem_per_conn_idle_kib"),
         "loop_lag_ms_p99": best.get("loop_lag_ms_p99"),

@@ -61,4 +61,21 @@ def node_counters(node: Node) -> dict[str, float]:
                 if sample.name.endswith("_total"):
                     total += sample.value
         out[name] = total
+    out["room_state"] = room_state_bytes(node)
     return out
+
+
+def room_state_bytes(node: Node) -> int:
+    """Bytes of narrative state the rooms hold, whoever watches: the resume history
+    (encoded frames), the held story and the beat in progress (text).
+
+    Per room, not per connection: the fan-out bench reports memory per connection
+    net of it (and gross). Object headers are not counted, so the net figure errs
+    on the high side.
+    """
+    total = 0
+    for runner in node.rooms.values():
+        room = runner.room
+        total += runner.channel.history.bytes + len(room.partial.text())
+        total += sum(len(b.text) + len(b.choice or "") for b in room.story)
+    return total

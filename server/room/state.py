@@ -38,6 +38,8 @@ DEFAULT_PREMISE = (
 #: Committed beats a room holds in memory at least (the prompt window: 8 beats,
 #: moving in steps of 4, needs up to 11), whatever ``snapshot_beats`` is.
 MIN_STORY_MEMORY = 16
+#: Beats past the bound before the held story is trimmed back to it.
+STORY_TRIM_SLACK = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,10 +351,10 @@ class Room:
             return
         beat = self.beat
         self.story.append(CommittedBeat(beat, text, self.choice))
-        # Hold a bounded story: a room may run for days. Trimming at twice the
-        # bound keeps appends amortized O(1). The whole story is the event log's.
+        # Hold a bounded story: a room may run for days. Trimming a few beats past
+        # the bound keeps appends cheap. The whole story is the event log's.
         keep = self.story_memory
-        if len(self.story) >= 2 * keep:
+        if len(self.story) >= keep + STORY_TRIM_SLACK:
             self.beats_forgotten += len(self.story) - keep
             del self.story[:-keep]
         self.partial.clear()

@@ -47,10 +47,15 @@ def test_fanout_cli_json(capsys: pytest.CaptureFixture[str]) -> None:
         "duplicated",
         "reordered",
         "mem_per_conn_kib",
+        "mem_per_conn_gross_kib",
+        "room_state_peak_mib",
         "loop_lag_ms_p99",
         "loadgen",
     ):
         assert key in result, key
+    # The node's rooms hold narrative state (history at least); the bare baseline none.
+    assert result["room_state_peak_mib"] > 0
+    assert result["sides"]["raw"]["room_state_peak_mib"] == 0
     assert set(result["latency_ms"]) == {"p50", "p99", "p999"}
     assert result["lost"] == result["duplicated"] == result["reordered"] == 0
     # Figures depend on the (shared) machine: check that both sides delivered.

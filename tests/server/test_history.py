@@ -140,3 +140,12 @@ def test_since_property(max_frames: int, first: int, n: int, since: int) -> None
         assert got is None
     else:
         assert seqs(got) == list(range(since + 1, last + 1))
+
+
+def test_bytes_is_what_the_bound_applies_to() -> None:
+    h = History(max_frames=10, max_bytes=250)
+    for seq in range(1, 5):
+        e = Entry(seq, Presence(viewers=seq))
+        e.size = 100
+        h.append(e)
+    assert len(h) == 2 and h.bytes == 200
