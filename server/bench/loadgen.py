@@ -279,6 +279,15 @@ class LoadGen:
                 t = v.tracker
                 t.lost = t.duplicated = t.reordered = t.frames = 0
 
+    def _closed_now(self, group: str) -> dict[str, int]:
+        """Viewers of ``group`` closed at this moment, by their last close code."""
+        out: dict[str, int] = {}
+        for v in self.viewers:
+            if v.group == group and v.closed:
+                key = str(v.close_code)
+                out[key] = out.get(key, 0) + 1
+        return out
+
     def snapshot(self, group: str = "") -> dict[str, Any]:
         """The current window's counters of ``group``, as plain data."""
         win = self.wins.setdefault(group, Window())
@@ -307,6 +316,7 @@ class LoadGen:
             "last_seq": last_seq,
             "open": sum(1 for v in self.viewers if not v.closed and v.group == group),
             "closed_codes": dict(self.closed_codes),
+            "closed_now": self._closed_now(group),
             "cpu": self.cpu.read(),
             "connect_failures": self.connect_failures,
             "resumes_recovered": self.resumes_recovered,

@@ -145,6 +145,7 @@ def run_soak(
         "actions": actions,
         "connect_failures": total("connect_failures"),
         "open_at_end": total("open"),
+        "closed_at_end": _merge_counts(s["closed_now"] for s in final),
         "rss_start_mib": round(start_stats["rss"] / 2**20, 1),
         "rss_end_mib": round(end_stats["rss"] / 2**20, 1),
         "rss_series_mib": rss_series,
@@ -154,3 +155,11 @@ def run_soak(
         "machine": mach,
         "elapsed_s": round(time.time() - started, 1),
     }
+
+
+def _merge_counts(parts: Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for part in parts:
+        for k, n in part.items():
+            out[k] = out.get(k, 0) + int(n)
+    return out
