@@ -12,9 +12,9 @@ websockets':
   after each ping (pong or not);
 - a ping whose pong has not arrived ``timeout_s`` after it was sent ends the
   connection: ``on_timeout`` (the node closes it with 1011, as websockets does);
-- a connection whose write buffer is above its high-water mark is not pinged
-  this sweep (websockets' keepalive would wait in ``drain`` too); falling
-  behind on room frames is the hub's business (4008).
+- a connection whose write buffer is above its low-water mark is not pinged
+  this sweep (its writing may be paused, and websockets' keepalive would wait
+  in ``drain`` too); falling behind on room frames is the hub's business (4008).
 
 Pings go through ``ServerConnection.ping()``, so websockets matches pongs and
 keeps ``connection.latency`` up to date as before.
@@ -116,11 +116,14 @@ class KeepAlive(Generic[C]):
             if now < st.next_at:
                 continue
             transport = conn.transport
-            if transport.get_write_buffer_size() > transport.get_write_buffer_limits()[1]:
-                continue  # ping() would wait in drain(): try again next sweep
+            if transport.get_write_buffer_size() > transport.get_write_buffer_limits()[0]:
+                # ping() could wait in websockets' drain(), holding up the whole
+                # sweep: writing is paused past the high-water mark and resumes
+                # only once the buffer is back under the low-water mark.
+                continue  # try again next sweep
             try:
-                # Does not suspend: the connection is open and its buffer is below
-                # the high-water mark, so websockets' drain() returns at once.
+                # Does not suspend: the connection is open and its buffer is under
+                # the low-water mark, so writing is not paused and drain() returns.
                 st.waiter = await conn.ping()
             except ConnectionClosed:
                 continue

@@ -119,16 +119,17 @@ async def test_unanswered_ping_times_out_once(
     assert timed_out == [quiet]
 
 
-async def test_no_ping_while_the_write_buffer_is_over_its_high_water_mark(
+async def test_no_ping_while_the_write_buffer_is_over_its_low_water_mark(
     ka: KeepAlive[FakeConn], clock: Clock
 ) -> None:
+    # Writing may still be paused between the marks: ping() would wait in drain().
     conn = FakeConn()
-    conn.transport.buffered = 65537
+    conn.transport.buffered = 17
     ka.add(conn)
     clock.t += 25.0
     await ka.sweep()
     assert conn.pings == []
-    conn.transport.buffered = 65536
+    conn.transport.buffered = 16
     await ka.sweep()
     assert len(conn.pings) == 1
 
