@@ -162,8 +162,19 @@ class RoomChannel:
         return recovered
 
     def missed(self, epoch: str | None, since: int) -> list[Entry] | None:
-        """The frames after ``since`` of ``epoch``; None when they cannot all be served."""
-        return self.history.since(since, self.seq) if epoch == self.epoch else None
+        """The frames after ``since`` of ``epoch``; None when they cannot all be served.
+
+        They cannot when they left the history, or when together they exceed a
+        client's outbox bound: written at once, they would close the client as a
+        slow consumer (4008) at the next check, and it would come back for the
+        same frames. Such a client resyncs from a snapshot instead.
+        """
+        if epoch != self.epoch:
+            return None
+        entries = self.history.since(since, self.seq)
+        if entries is not None and sum(e.size for e in entries) > self.outbox_max_bytes:
+            return None
+        return entries
 
     def detach(self, sub: Subscriber) -> None:
         """Remove ``sub`` (idempotent)."""

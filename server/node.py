@@ -75,7 +75,9 @@ class Node:
         self.keepalive: KeepAlive[ServerConnection] = KeepAlive(
             s.ping_interval_s,
             s.ping_timeout_s,
-            lambda ws: close_soon(ws, CloseCode.INTERNAL_ERROR, "keepalive ping timeout"),
+            lambda ws: close_soon(
+                ws, CloseCode.INTERNAL_ERROR, "keepalive ping timeout", s.close_timeout_s
+            ),
         )
         self._tasks: list[asyncio.Task[None]] = []
         self.port = 0

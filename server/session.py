@@ -36,9 +36,26 @@ log = logging.getLogger(__name__)
 _BACKGROUND: Final[set[asyncio.Task[None]]] = set()
 
 
-def close_soon(ws: ServerConnection, code: CloseCode, reason: str) -> None:
-    """Start the closing handshake without awaiting it (the task is kept alive)."""
-    task = asyncio.get_running_loop().create_task(ws.close(code, reason))
+def close_soon(ws: ServerConnection, code: CloseCode, reason: str, timeout_s: float) -> None:
+    """Start the closing handshake without awaiting it; drop the connection after ``timeout_s``.
+
+    websockets' ``close()`` first waits for the write buffer to drain, and a
+    client that stopped reading (the very client closed as a slow consumer, or
+    for a missed keepalive pong) never drains it: the close would wait, and the
+    connection hold its buffer, until the client reads again or TCP gives up.
+    Past ``timeout_s`` the connection is aborted instead; the client finds it
+    reset when it reads again, and resumes.
+    """
+
+    async def close() -> None:
+        try:
+            async with asyncio.timeout(timeout_s):
+                await ws.close(code, reason)
+        except TimeoutError:
+            if ws.transport is not None:
+                ws.transport.abort()
+
+    task = asyncio.get_running_loop().create_task(close())
     _BACKGROUND.add(task)
     task.add_done_callback(_BACKGROUND.discard)
 
@@ -128,7 +145,7 @@ class Session:
         """Close the connection with ``code`` (once)."""
         if not self.closed:
             self.closed = True
-            close_soon(self.ws, code, reason)
+            close_soon(self.ws, code, reason, self.config.close_timeout_s)
 
     # ------------------------------------------------------------------ input
 

@@ -22,6 +22,7 @@ import multiprocessing.connection as mpc
 import random
 import socket
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,6 +68,13 @@ class Viewer:
     pending_votes: list[int] = field(default_factory=list)
     close_code: int | None = None
     closed: bool = False
+    #: The viewer's last events (time, what), for a soak's report on viewers
+    #: that end closed.
+    trail: deque[tuple[float, str]] = field(default_factory=lambda: deque(maxlen=24))
+
+    def note(self, what: str) -> None:
+        """Add ``what`` to the trail."""
+        self.trail.append((round(time.monotonic(), 2), what))
 
 
 class Probe:
@@ -199,12 +207,14 @@ class LoadGen:
                 self.epoch_changes += 1
             v.epoch = msg.epoch
             v.recovered = msg.recovered
+            v.note(f"welcome recovered={msg.recovered} seq={msg.seq}")
             if msg.recovered is True:
                 self.resumes_recovered += 1
                 v.snapshot_seen = True  # the missed frames follow, then live ones
             elif msg.recovered is False:
                 self.resumes_not_recovered += 1
         elif isinstance(msg, Snapshot):
+            v.note(f"snapshot seq={msg.seq}")
             v.snapshot_seen = True
             v.epoch = msg.epoch
             v.tracker.reset_to(msg.seq)
@@ -227,6 +237,7 @@ class LoadGen:
     def on_close(self, ws: WsClient, code: int | None) -> None:
         """Remember how a viewer's connection ended."""
         v: Viewer = ws.tag  # type: ignore[assignment]
+        v.note(f"closed code={code} current={v.ws is ws} local={ws.local_close}")
         if v.ws is ws:
             v.closed = True
             v.close_code = code
@@ -279,6 +290,10 @@ class LoadGen:
                 t = v.tracker
                 t.lost = t.duplicated = t.reordered = t.frames = 0
 
+    def trails_of_closed(self, group: str) -> dict[int, list[tuple[float, str]]]:
+        """The trails of the viewers of ``group`` closed at this moment."""
+        return {v.ident: list(v.trail) for v in self.viewers if v.group == group and v.closed}
+
     def _closed_now(self, group: str) -> dict[str, int]:
         """Viewers of ``group`` closed at this moment, by their last close code."""
         out: dict[str, int] = {}
@@ -317,6 +332,7 @@ class LoadGen:
             "open": sum(1 for v in self.viewers if not v.closed and v.group == group),
             "closed_codes": dict(self.closed_codes),
             "closed_now": self._closed_now(group),
+            "closed_trails": self.trails_of_closed(group),
             "cpu": self.cpu.read(),
             "connect_failures": self.connect_failures,
             "resumes_recovered": self.resumes_recovered,
@@ -340,6 +356,7 @@ SOAK_ACTIONS: dict[str, float] = {
 async def _reconnect(gen: LoadGen, v: Viewer, *, resume: bool) -> None:
     """Reconnect ``v`` (resuming after its last seq when asked), retrying briefly."""
     for attempt in range(20):
+        v.note(f"connect attempt={attempt} resume={resume}")
         try:
             await gen.open_viewer(v, since=v.tracker.last if resume else None)
             await sleep_until(lambda: v.snapshot_seen or v.closed, 10.0)
@@ -366,12 +383,17 @@ async def churn(
         if v.closed or v.ws is None:
             # Closed by the server (e.g. slow consumer) or by the network: resume.
             gen.actions["server_closed"] = gen.actions.get("server_closed", 0) + 1
+            v.note("server_closed: reconnect")
             await _reconnect(gen, v, resume=True)
             continue
         action = rnd.choices(names, weights)[0]
-        if action.startswith("stall") and loop.time() + long_stall + 2.0 > end:
-            action = "vote"  # no stall may run past the end: the tail check needs everyone
+        if action.startswith("stall") and loop.time() + long_stall + 5.0 > end:
+            # No stall may run past the end, nor end so close to it that the server's
+            # close of a stalled viewer (found when it reads again) lands after it:
+            # the tail check needs everyone.
+            action = "vote"
         gen.actions[action] = gen.actions.get(action, 0) + 1
+        v.note(action)
         ws = v.ws
         if action == "vote":
             gen.vote(v, rnd.randrange(3))
@@ -396,6 +418,7 @@ async def churn(
             ws.resume()
             await asyncio.sleep(1.0)  # read what piled up (or the close that came)
     # Ends connected, so the final tail check covers everyone.
+    v.note(f"end closed={v.closed}")
     if v.closed or v.ws is None:
         await _reconnect(gen, v, resume=True)
 

@@ -146,6 +146,7 @@ def run_soak(
         "connect_failures": total("connect_failures"),
         "open_at_end": total("open"),
         "closed_at_end": _merge_counts(s["closed_now"] for s in final),
+        "closed_at_end_trails": {k: t for s in final for k, t in s["closed_trails"].items()},
         "rss_start_mib": round(start_stats["rss"] / 2**20, 1),
         "rss_end_mib": round(end_stats["rss"] / 2**20, 1),
         "rss_series_mib": rss_series,

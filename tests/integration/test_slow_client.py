@@ -85,3 +85,44 @@ async def test_stalled_client_is_dropped_and_others_are_unaffected() -> None:
         await healthy.ws.close()
     finally:
         await node.stop()
+
+
+async def test_a_slow_client_that_never_reads_again_is_released() -> None:
+    """The 4008 close cannot reach a client that stopped reading: the connection is
+    dropped after ``close_timeout_s`` instead of holding its buffer until it reads."""
+    node = Node(
+        make_config(
+            {
+                # Past websockets' write high-water mark (32 KiB): its writing is
+                # paused, and close() would wait for a drain that never comes.
+                "outbox_max_bytes": 64 * 1024,
+                "socket_send_buffer": 8192,
+                "tick_ms": 10,
+                "close_timeout_s": 0.5,
+            },
+            narration_tokens=4000,
+            vote_s=0.2,
+            reveal_s=0.05,
+        ),
+        engine=ScriptedEngine(tokens_per_s=4000, first_token_s=0.0),
+    )
+    await node.start()
+    try:
+        stalled = await websockets.connect(
+            f"ws://127.0.0.1:{node.port}/rooms/demo",
+            subprotocols=[JSON.subprotocol],  # type: ignore[list-item]
+            sock=stalled_socket(node.port),
+            max_queue=1,
+        )
+        await stalled.send(JSON.encode(m.Hello(participant="stalled")).decode())
+        connections = node.metrics.connections
+        assert await wait_for(lambda: connections._value.get() == 1, timeout=5)
+        assert await wait_for(
+            lambda: node.metrics.slow_clients_dropped._value.get() >= 1, timeout=20
+        )
+        # The client still reads nothing; the server lets go of it anyway.
+        assert await wait_for(lambda: connections._value.get() == 0, timeout=5)
+        assert stalled.state is not websockets.protocol.State.CLOSED  # it has not noticed
+        stalled.transport.abort()
+    finally:
+        await node.stop()

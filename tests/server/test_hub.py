@@ -417,6 +417,20 @@ def test_attach_resume_that_cannot_be_served(
     assert ch.subscriber_count == 1  # attached anyway: the caller sends a snapshot
 
 
+def test_a_replay_larger_than_the_outbox_bound_is_a_resync(
+    sent: Broadcasts, state: State, metrics: Metrics
+) -> None:
+    ch = RoomChannel("r", state=state, metrics=metrics, epoch="ep0", outbox_max_bytes=200)
+    for i in range(6):
+        ch.publish(m.BeatEnd(beat=i, text="x" * 60))  # ~100 bytes encoded each
+        ch.flush()
+    assert ch.missed("ep0", 5) is not None  # one frame fits
+    assert ch.missed("ep0", 0) is None  # six would close the client as slow at once
+    sub = FakeSub(JSON)
+    assert ch.attach(sub, epoch="ep0", since=0) is False
+    assert sub.frames == []
+
+
 def test_replay_reuses_cached_encodings(ch: RoomChannel) -> None:
     jc = CountingCodec(JSON)
     live = FakeSub(jc)
