@@ -9,7 +9,11 @@ draws three PNGs into ``--out``:
 - ``fanout-deliveries-vs-clients.png``: sustained deliveries/s (both sides)
   against clients;
 - ``fanout-overhead-vs-rooms.png``: server CPU per delivery (both sides) and
-  their ratio against rooms, at a fixed rate.
+  their ratio against rooms, at a fixed rate;
+- ``fanout-memory-vs-clients.png``: the node's RSS (net of its rooms' narrative
+  state) against clients, idle and at a few rate steps; the slope of each line
+  is the memory one more connection costs at that load (``memory_slopes``,
+  also printed as JSON).
 
 ``--from-data`` redraws from the stored JSON without running anything.
 """
@@ -45,6 +49,61 @@ def _cpu_us_per_delivery(step: dict[str, Any]) -> float | None:
 
 def _nan(value: float | None) -> float:
     return float("nan") if value is None else float(value)
+
+
+#: Rate steps (tokens/s per room) whose memory against clients is drawn and fitted.
+MEMORY_RATES = (100.0, 400.0, 600.0)
+
+
+def _memory_points(data: dict[str, Any], rate: float | None) -> list[tuple[int, float]]:
+    """(clients, node RSS net of room state, MiB) at ``rate`` (None: idle), per sweep point.
+
+    At a rate the step's largest RSS is taken (retries included).
+    """
+    points = []
+    for r in data.get("clients", []):
+        side = r["sides"]["fablecast"]
+        if rate is None:
+            points.append((int(r["clients"]), float(side["rss_idle_mib"])))
+            continue
+        rss = [
+            (st["server_rss"] - st.get("room_state", 0)) / 2**20
+            for st in side["steps"]
+            if st["tokens_per_s_per_room"] == rate
+        ]
+        if rss:
+            points.append((int(r["clients"]), max(rss)))
+    return points
+
+
+def _slope_kib(points: list[tuple[int, float]]) -> float | None:
+    """Least-squares slope of MiB against clients, in KiB per client."""
+    if len(points) < 2:
+        return None
+    n = len(points)
+    mx = sum(x for x, _ in points) / n
+    my = sum(y for _, y in points) / n
+    sxx = sum((x - mx) ** 2 for x, _ in points)
+    if not sxx:
+        return None
+    sxy = sum((x - mx) * (y - my) for x, y in points)
+    return round(sxy / sxx * 1024, 2)
+
+
+def memory_slopes(data: dict[str, Any]) -> dict[str, Any]:
+    """Memory per connection of the node as the slope of RSS against clients.
+
+    A single run divides everything the process grew by its connections,
+    including what grows per node whatever the audience (allocator growth under
+    load, per-room buffers); across client counts at the same rate step, that
+    part cancels out and the slope is what one more connection costs.
+    """
+    out: dict[str, Any] = {}
+    for rate in (None, *MEMORY_RATES):
+        points = _memory_points(data, rate)
+        key = "idle" if rate is None else f"{rate:g}"
+        out[key] = {"kib_per_conn": _slope_kib(points), "points": points}
+    return out
 
 
 def run_sweeps(quick: bool, log: Any, data_path: Path | None = None) -> dict[str, Any]:
@@ -151,6 +210,25 @@ def draw(data: dict[str, Any], out: Path) -> list[Path]:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     written.append(path)
+
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    for key, fit in memory_slopes(data).items():
+        points = fit["points"]
+        if not points:
+            continue
+        label = "connected, idle" if key == "idle" else f"{key} tokens/s per room"
+        if fit["kib_per_conn"] is not None:
+            label += f": {fit['kib_per_conn']:.1f} KiB/conn"
+        ax.plot([x for x, _ in points], [y for _, y in points], marker="o", label=label)
+    ax.set_xlabel("clients (10 rooms)")
+    ax.set_ylabel("node RSS net of room state (MiB)")
+    ax.set_title("Memory against clients (slope = memory per connection)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = out / "fanout-memory-vs-clients.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    written.append(path)
     return written
 
 
@@ -173,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
         data = run_sweeps(args.quick, log, data_path)
     for path in draw(data, Path(args.out)):
         print(path)
+    slopes = {k: v["kib_per_conn"] for k, v in memory_slopes(data).items()}
+    print(json.dumps({"mem_per_conn_kib_slope": slopes}))
     return 0
 
 
