@@ -134,6 +134,17 @@ def run_sweeps(quick: bool, log: Any, data_path: Path | None = None) -> dict[str
     return data
 
 
+def _save(fig: Any, ax: Any, path: Path) -> Path:
+    """Legend, layout, write ``path`` and free the figure."""
+    import matplotlib.pyplot as plt
+
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def draw(data: dict[str, Any], out: Path) -> list[Path]:
     """Draw the three plots from sweep data; returns the files written."""
     import matplotlib
@@ -159,12 +170,7 @@ def draw(data: dict[str, Any], out: Path) -> list[Path]:
     ax.set_ylabel("token latency, engine yield -> client decode (ms)")
     ax.set_title(f"Latency at {rate:g} tokens/s per room" if clients and rate else "Latency")
     ax.set_xscale("log")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = out / "fanout-latency-vs-clients.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    written.append(path)
+    written.append(_save(fig, ax, out / "fanout-latency-vs-clients.png"))
 
     fig, ax = plt.subplots(figsize=(6.4, 4))
     for side, label, color in sides:
@@ -187,12 +193,7 @@ def draw(data: dict[str, Any], out: Path) -> list[Path]:
     ax.set_ylabel("sustained deliveries/s (p99 <= 100 ms, no loss)")
     ax.set_title("Fan-out capacity")
     ax.set_xscale("log")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = out / "fanout-deliveries-vs-clients.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    written.append(path)
+    written.append(_save(fig, ax, out / "fanout-deliveries-vs-clients.png"))
 
     rooms = data.get("rooms", [])
     rx = [r["rooms"] for r in rooms]
@@ -204,12 +205,7 @@ def draw(data: dict[str, Any], out: Path) -> list[Path]:
     ax.set_ylabel("server CPU per delivery (us)")
     ax.set_xscale("log")
     ax.set_title("Fan-out overhead against rooms")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = out / "fanout-overhead-vs-rooms.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    written.append(path)
+    written.append(_save(fig, ax, out / "fanout-overhead-vs-rooms.png"))
 
     fig, ax = plt.subplots(figsize=(6.4, 4))
     for key, fit in memory_slopes(data).items():
@@ -223,12 +219,7 @@ def draw(data: dict[str, Any], out: Path) -> list[Path]:
     ax.set_xlabel("clients (10 rooms)")
     ax.set_ylabel("node RSS net of room state (MiB)")
     ax.set_title("Memory against clients (slope = memory per connection)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = out / "fanout-memory-vs-clients.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    written.append(path)
+    written.append(_save(fig, ax, out / "fanout-memory-vs-clients.png"))
     return written
 
 

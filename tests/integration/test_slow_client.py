@@ -19,10 +19,11 @@ from tests.support import scaled, wait_for
 pytestmark = pytest.mark.integration
 
 
-async def test_stalled_client_is_dropped_and_others_are_unaffected() -> None:
+async def _flooding_node(**server: object) -> Node:
+    """A started node narrating 4,000 tokens/s in 10 ms ticks, small kernel send buffers."""
     node = Node(
         make_config(
-            {"outbox_max_bytes": 16 * 1024, "socket_send_buffer": 8192, "tick_ms": 10},
+            {"socket_send_buffer": 8192, "tick_ms": 10, **server},
             narration_tokens=4000,
             vote_s=0.2,
             reveal_s=0.05,
@@ -30,17 +31,27 @@ async def test_stalled_client_is_dropped_and_others_are_unaffected() -> None:
         engine=ScriptedEngine(tokens_per_s=4000, first_token_s=0.0),
     )
     await node.start()
+    return node
+
+
+async def _stalled_client(node: Node) -> websockets.ClientConnection:
+    """A client that joins, then stops reading: its receive buffer is tiny and
+    websockets stops reading the socket once max_queue frames are unread."""
+    stalled = await websockets.connect(
+        f"ws://127.0.0.1:{node.port}/rooms/demo",
+        subprotocols=[JSON.subprotocol],  # type: ignore[list-item]
+        sock=stalled_socket(node.port),
+        max_queue=1,
+    )
+    await stalled.send(JSON.encode(m.Hello(participant="stalled")).decode())
+    return stalled
+
+
+async def test_stalled_client_is_dropped_and_others_are_unaffected() -> None:
+    node = await _flooding_node(outbox_max_bytes=16 * 1024)
     try:
         healthy = await connect(node, hello=m.Hello(participant="healthy"))
-        # A client that stops reading after the handshake: its receive buffer is tiny and
-        # websockets stops reading the socket once max_queue frames are unread.
-        stalled = await websockets.connect(
-            f"ws://127.0.0.1:{node.port}/rooms/demo",
-            subprotocols=[JSON.subprotocol],  # type: ignore[list-item]
-            sock=stalled_socket(node.port),
-            max_queue=1,
-        )
-        await stalled.send(JSON.encode(m.Hello(participant="stalled")).decode())
+        stalled = await _stalled_client(node)
 
         # Gaps between consecutive token frames of one beat, as the healthy client sees them.
         gaps: list[float] = []
@@ -90,31 +101,11 @@ async def test_stalled_client_is_dropped_and_others_are_unaffected() -> None:
 async def test_a_slow_client_that_never_reads_again_is_released() -> None:
     """The 4008 close cannot reach a client that stopped reading: the connection is
     dropped after ``close_timeout_s`` instead of holding its buffer until it reads."""
-    node = Node(
-        make_config(
-            {
-                # Past websockets' write high-water mark (32 KiB): its writing is
-                # paused, and close() would wait for a drain that never comes.
-                "outbox_max_bytes": 64 * 1024,
-                "socket_send_buffer": 8192,
-                "tick_ms": 10,
-                "close_timeout_s": 0.5,
-            },
-            narration_tokens=4000,
-            vote_s=0.2,
-            reveal_s=0.05,
-        ),
-        engine=ScriptedEngine(tokens_per_s=4000, first_token_s=0.0),
-    )
-    await node.start()
+    # An outbox past websockets' write high-water mark (32 KiB): its writing is
+    # paused, and close() would wait for a drain that never comes.
+    node = await _flooding_node(outbox_max_bytes=64 * 1024, close_timeout_s=0.5)
     try:
-        stalled = await websockets.connect(
-            f"ws://127.0.0.1:{node.port}/rooms/demo",
-            subprotocols=[JSON.subprotocol],  # type: ignore[list-item]
-            sock=stalled_socket(node.port),
-            max_queue=1,
-        )
-        await stalled.send(JSON.encode(m.Hello(participant="stalled")).decode())
+        stalled = await _stalled_client(node)
         connections = node.metrics.connections
         assert await wait_for(lambda: connections._value.get() == 1, timeout=5)
         assert await wait_for(
