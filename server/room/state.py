@@ -92,7 +92,7 @@ class Room:
     settings: RoomSettings = field(default_factory=RoomSettings)
     phase: Phase = Phase.PAUSED
     reason: str | None = "starting"
-    #: The last committed beats (at least ``story_memory``; see ``_commit_beat``).
+    #: The last committed beats (``story_memory`` of them, trimmed when a beat is committed).
     story: list[CommittedBeat] = field(default_factory=list)
     #: Committed beats no longer held in ``story`` (beat numbers stay absolute).
     beats_forgotten: int = 0
@@ -251,7 +251,7 @@ class Room:
         return self._request
 
     def _narrate(self, now: float, out: list[fx.Effect], step: Step) -> None:
-        """Start (or retell) beat len(story)+1."""
+        """Start (or retell) beat beats_told + 1."""
         self._stage = "narration"  # so ``beat`` below is the new one
         self._go(step, out)
         self.partial.clear()
