@@ -62,7 +62,7 @@ C = TypeVar("C", bound=Pingable)
 class _Ping:
     next_at: float
     sent_at: float = 0.0
-    waiter: Awaitable[float] | None = None
+    waiter: asyncio.Future[float] | None = None
 
 
 class KeepAlive(Generic[C]):
@@ -104,7 +104,7 @@ class KeepAlive(Generic[C]):
             if conn.protocol.state is not State.OPEN:
                 continue  # closing: its handler discards it when it is gone
             if st.waiter is not None:
-                if not _done(st.waiter):
+                if not st.waiter.done():
                     if now - st.sent_at < self.timeout_s:
                         continue  # still waiting for its pong
                     st.waiter = None
@@ -124,7 +124,8 @@ class KeepAlive(Generic[C]):
             try:
                 # Does not suspend: the connection is open and its buffer is under
                 # the low-water mark, so writing is not paused and drain() returns.
-                st.waiter = await conn.ping()
+                # websockets hands back the pong's future (typed as an awaitable).
+                st.waiter = asyncio.ensure_future(await conn.ping())
             except ConnectionClosed:
                 continue
             st.sent_at, st.next_at = now, now + self.interval_s
@@ -137,9 +138,3 @@ class KeepAlive(Generic[C]):
                 await self.sweep()
             except Exception:  # pragma: no cover - a bug here must not stop keepalive
                 log.exception("keepalive sweep failed")
-
-
-def _done(waiter: Awaitable[float]) -> bool:
-    # websockets hands back an asyncio.Future; a fake may hand back anything awaitable.
-    done = getattr(waiter, "done", None)
-    return bool(done()) if callable(done) else False

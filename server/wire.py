@@ -5,9 +5,9 @@ extension (``compression=None``), so the bytes of a frame on the wire are the
 same for every client of a codec. The hub frames each room frame once per codec
 per tick and writes the very same ``bytes`` to every subscriber, instead of
 letting each connection frame it again (``websockets.broadcast`` frames per
-client: one header-plus-payload copy per client per frame, which was most of
-the fan-out's short-lived memory and a sixth of its CPU). This is the
-"prepared message" of gorilla/websocket and Centrifuge.
+client: one header-plus-payload copy per client per frame; framing was about
+a seventh of the fan-out's CPU in the profile of docs/benchmarks.md). This is
+the "prepared message" of gorilla/websocket and Centrifuge.
 
 The framing itself is websockets' (``Frame.serialize``), so the bytes are what
 the connection's own ``send_text``/``send_binary`` would have written.

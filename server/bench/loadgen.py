@@ -22,7 +22,7 @@ import multiprocessing.connection as mpc
 import random
 import socket
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -296,12 +296,9 @@ class LoadGen:
 
     def _closed_now(self, group: str) -> dict[str, int]:
         """Viewers of ``group`` closed at this moment, by their last close code."""
-        out: dict[str, int] = {}
-        for v in self.viewers:
-            if v.group == group and v.closed:
-                key = str(v.close_code)
-                out[key] = out.get(key, 0) + 1
-        return out
+        return dict(
+            Counter(str(v.close_code) for v in self.viewers if v.group == group and v.closed)
+        )
 
     def snapshot(self, group: str = "") -> dict[str, Any]:
         """The current window's counters of ``group``, as plain data."""

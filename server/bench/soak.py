@@ -15,6 +15,7 @@ missed frame in order, so any gap counts as lost.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from typing import Any
 
 from server.bench.fanout import machine
@@ -116,13 +117,12 @@ def run_soak(
     def total(key: str) -> int:
         return sum(int(s[key]) for s in final)
 
-    actions: dict[str, int] = {}
-    closed: dict[str, int] = {}
-    for s in final:
-        for k, n in s["actions"].items():
-            actions[k] = actions.get(k, 0) + n
-        for k, n in s["closed_codes"].items():
-            closed[k] = closed.get(k, 0) + n
+    def counts(key: str) -> dict[str, int]:
+        """The per-key counts of ``key`` summed over the load generators."""
+        return dict(sum((Counter(s[key]) for s in final), Counter()))
+
+    closed = counts("closed_codes")
+
     return {
         "bench": "soak",
         "minutes": minutes,
@@ -142,10 +142,10 @@ def run_soak(
         "slow_closed": int(end_stats.get("slow_dropped", 0)),
         "keepalive_closed": closed.get("1011", 0),
         "server_closes_seen_by_clients": closed,
-        "actions": actions,
+        "actions": counts("actions"),
         "connect_failures": total("connect_failures"),
         "open_at_end": total("open"),
-        "closed_at_end": _merge_counts(s["closed_now"] for s in final),
+        "closed_at_end": counts("closed_now"),
         "closed_at_end_trails": {k: t for s in final for k, t in s["closed_trails"].items()},
         "rss_start_mib": round(start_stats["rss"] / 2**20, 1),
         "rss_end_mib": round(end_stats["rss"] / 2**20, 1),
@@ -156,11 +156,3 @@ def run_soak(
         "machine": mach,
         "elapsed_s": round(time.time() - started, 1),
     }
-
-
-def _merge_counts(parts: Any) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for part in parts:
-        for k, n in part.items():
-            out[k] = out.get(k, 0) + int(n)
-    return out
