@@ -20,7 +20,7 @@ ifeq ($(ENGINE),auto)
   override ENGINE := $(shell nvidia-smi -L >/dev/null 2>&1 && echo cuda || echo cpu)
 endif
 STAMP := $(VENV)/.installed-$(ENGINE)
-EXTRAS := dev,speed,mqtt,bench
+EXTRAS := dev,speed,bench
 ifneq ($(ENGINE),none)
   EXTRAS := $(EXTRAS),engine
 endif
@@ -59,7 +59,7 @@ test: $(STAMP) lint typecheck
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 schema: $(STAMP)
-	$(BIN)/python -m protocol.schema > clients/schema/protocol.v1.json
+	$(BIN)/python -m fablecast.protocol.schema > clients/schema/protocol.v1.json
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

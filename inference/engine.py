@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Protocol, runtime_checkable
 
-from inference.types import EngineHealth, GenerationDelta, GenerationRequest
+from fablecast.inference.types import EngineHealth, GenerationDelta, GenerationRequest
 
 
 @runtime_checkable

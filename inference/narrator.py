@@ -12,9 +12,14 @@ import asyncio
 import itertools
 from collections.abc import AsyncIterator
 
-from inference.engine import EngineClient, close_stream
-from inference.prompts import NarrationContext, choices_request, narration_request, parse_choices
-from inference.types import EngineError, EngineStalled, GenerationDelta, GenerationRequest
+from fablecast.inference.engine import EngineClient, close_stream
+from fablecast.inference.prompts import (
+    NarrationContext,
+    choices_request,
+    narration_request,
+    parse_choices,
+)
+from fablecast.inference.types import EngineError, EngineStalled, GenerationDelta, GenerationRequest
 
 
 class Narrator:

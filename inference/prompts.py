@@ -18,10 +18,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from inference.types import ChatMessage, GenerationRequest
+from fablecast.inference.types import ChatMessage, GenerationRequest
 
 MAX_CHOICE_CHARS = 80
 #: What a ballot option may look like under grammar-constrained decoding.
@@ -87,6 +87,8 @@ class StorySpec:
     title: str
     premise: str
     style: str = "Vivid, concise, present tense, second person plural is never used."
+    #: LoRA adapter the narrator's requests ask for (None: the base model).
+    adapter: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +117,8 @@ class NarrationContext:
     window_step: int = 4
     #: Committed beats before ``story[0]`` (forgotten by the room).
     story_start: int = 0
-    extra: dict[str, str] = field(default_factory=dict)
+    #: Seconds by which the narration should start (the scheduler's urgent rule).
+    deadline_s: float | None = None
 
 
 def window_start(n_beats: int, max_beats: int, step: int) -> int:
@@ -169,9 +172,6 @@ def narration_request(ctx: NarrationContext, request_id: str) -> GenerationReque
     if ctx.mood:
         parts.append(ctx.mood)
     parts.append("Write 3 to 5 sentences. End at a moment of decision.")
-    meta = {"kind": "narration", "beat": str(ctx.beat), **ctx.extra}
-    if ctx.choice:
-        meta["choice"] = ctx.choice
     return GenerationRequest(
         request_id=request_id,
         messages=(_system(ctx.spec), *_story(ctx), ChatMessage("user", "\n".join(parts))),
@@ -180,7 +180,11 @@ def narration_request(ctx: NarrationContext, request_id: str) -> GenerationReque
         # Small models loop ("a lone, a lone, ..."); a frequency penalty breaks loops.
         frequency_penalty=0.6,
         room=ctx.room,
-        metadata=meta,
+        kind="narration",
+        beat=ctx.beat,
+        choice=ctx.choice,
+        deadline_s=ctx.deadline_s,
+        adapter=ctx.spec.adapter,
     )
 
 
@@ -225,7 +229,10 @@ def choices_request(ctx: NarrationContext, beat_text: str, request_id: str) -> G
         seed=ctx.seed,
         json_schema=choices_schema(n),
         room=ctx.room,
-        metadata={"kind": "choices", "n": str(n), "beat": str(ctx.beat), **ctx.extra},
+        kind="choices",
+        beat=ctx.beat,
+        n_choices=n,
+        adapter=ctx.spec.adapter,
     )
 
 

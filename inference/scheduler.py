@@ -5,8 +5,9 @@ Two layers, after vLLM v1's split of policy from I/O:
 - ``Scheduler`` is the pure policy: plain method calls with an explicit ``now``,
   no asyncio, no clock, no engine. It decides which request runs, which waits,
   which is refused, and how many tokens each may spend.
-- ``ScheduledEngine`` is a thin async wrapper that is itself an ``EngineClient``
-  around another one: the Narrator talks to it exactly as to a bare engine.
+- ``ScheduledEngine`` (``fablecast.inference.scheduled``) is a thin async
+  wrapper that is itself an ``EngineClient`` around another one: the Narrator
+  talks to it exactly as to a bare engine.
 
 Rules (in the order they apply):
 
@@ -44,20 +45,14 @@ Rules (in the order they apply):
 
 from __future__ import annotations
 
-import asyncio
 import math
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Literal
 
-from inference.engine import EngineClient, close_stream
-from inference.types import (
+from fablecast.inference.types import (
     EngineBusy,
     EngineError,
-    EngineHealth,
-    EngineStalled,
-    GenerationDelta,
-    GenerationRequest,
 )
 
 RoomState = Literal["ok", "busy", "stalled", "down"]
@@ -332,204 +327,3 @@ class Scheduler:
 
 
 # -- the async wrapper --------------------------------------------------------------
-
-
-def _deadline(request: GenerationRequest, now: float) -> float | None:
-    raw = request.metadata.get("deadline_s")
-    if raw is None:
-        return None
-    try:
-        return now + float(raw)
-    except ValueError:
-        return None
-
-
-class ScheduledEngine:
-    """An ``EngineClient`` that schedules requests of many rooms onto another one.
-
-    Reads ``request.room`` and, from ``request.metadata``, ``beat`` (budget key)
-    and ``deadline_s`` (seconds from now this request should start by).
-    """
-
-    def __init__(
-        self,
-        engine: EngineClient,
-        config: SchedulerConfig | None = None,
-        *,
-        on_status: StatusCallback | None = None,
-        clock: Callable[[], float] | None = None,
-    ) -> None:
-        self.engine = engine
-        self.config = config or SchedulerConfig()
-        self.on_status = on_status
-        self._clock = clock
-        self._sched: Scheduler | None = None
-        self._waiters: dict[str, asyncio.Future[bool]] = {}
-        self._room_state: dict[str, RoomState] = {}
-
-    # -- EngineClient -----------------------------------------------------------
-
-    @property
-    def name(self) -> str:
-        """The wrapped engine's name."""
-        return self.engine.name
-
-    @property
-    def model(self) -> str:
-        """The wrapped engine's model."""
-        return self.engine.model
-
-    @property
-    def max_concurrency(self) -> int:
-        """Requests this wrapper accepts at once: running plus queue."""
-        return self.scheduler.max_running + self.config.max_queue
-
-    @property
-    def scheduler(self) -> Scheduler:
-        """The policy (created on first use from the engine's concurrency)."""
-        if self._sched is None:
-            self._sched = Scheduler.create(self.config, self.engine.max_concurrency)
-        return self._sched
-
-    async def start(self) -> None:
-        """Start the wrapped engine."""
-        await self.engine.start()
-        _ = self.scheduler
-
-    async def close(self) -> None:
-        """Fail queued requests and close the wrapped engine."""
-        for fut in self._waiters.values():
-            if not fut.done():
-                fut.set_exception(EngineError("engine closed"))
-        await self.engine.close()
-
-    def health(self) -> EngineHealth:
-        """The wrapped engine's health, with queue figures in ``detail``."""
-        h = self.engine.health()
-        s = self.scheduler
-        load = f"running {s.running}/{s.max_running}, queued {s.queued}/{self.config.max_queue}"
-        return replace(h, detail=f"{h.detail}; {load}" if h.detail else load)
-
-    async def abort(self, request_id: str) -> None:
-        """Abort a queued or running request."""
-        res = self.scheduler.cancel(request_id, self._now())
-        self._wake(res.admitted)
-        self._drop_waiters(res.queued)
-        if res.running or request_id not in self._waiters:
-            await self.engine.abort(request_id)
-
-    def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
-        """Wait for admission, then stream from the wrapped engine."""
-        return self._generate(request)
-
-    # -- rooms ------------------------------------------------------------------
-
-    async def cancel_room(self, room: str) -> None:
-        """Abort every request of ``room`` (room closed, veto, rewind)."""
-        res = self.scheduler.cancel_room(room, self._now())
-        self._wake(res.admitted)
-        self._drop_waiters(res.queued)
-        for rid in res.running:
-            await self.engine.abort(rid)
-
-    def set_audience(self, room: str, audience: int) -> None:
-        """Tell the scheduler how many watch ``room`` (its fair-share weight)."""
-        self.scheduler.set_audience(room, audience)
-
-    def forget_room(self, room: str) -> None:
-        """Drop the state kept for a closed room."""
-        self.scheduler.forget_room(room)
-        self._room_state.pop(room, None)
-
-    # -- internals --------------------------------------------------------------
-
-    def _now(self) -> float:
-        return self._clock() if self._clock else asyncio.get_running_loop().time()
-
-    def _status(self, room: str, state: RoomState, message: str) -> None:
-        if self._room_state.get(room, "ok") == state:
-            return
-        self._room_state[room] = state
-        if self.on_status is not None:
-            self.on_status(room, state, message)
-
-    def _wake(self, tickets: tuple[Ticket, ...] | list[Ticket]) -> None:
-        for t in tickets:
-            fut = self._waiters.pop(t.request_id, None)
-            if fut is not None and not fut.done():
-                fut.set_result(True)
-
-    def _drop_waiters(self, ids: tuple[str, ...]) -> None:
-        for rid in ids:
-            fut = self._waiters.pop(rid, None)
-            if fut is not None and not fut.done():
-                fut.set_result(False)
-
-    async def _wait_admission(self, ticket: Ticket) -> bool:
-        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._waiters[ticket.request_id] = fut
-        s = self.scheduler
-        self._status(
-            ticket.room,
-            "busy",
-            f"waiting for the engine: {s.running} running, "
-            f"place {s.position(ticket.request_id, self._now())} in queue",
-        )
-        try:
-            done, _ = await asyncio.wait({fut}, timeout=self.config.stalled_after_s)
-            if not done:
-                # Aging may have reordered the queue; let it take effect now.
-                self._wake(s.admit(self._now()))
-                if not fut.done():
-                    self._status(
-                        ticket.room,
-                        "stalled",
-                        f"waited {self.config.stalled_after_s:g} s for the engine",
-                    )
-            return await fut
-        finally:
-            self._waiters.pop(ticket.request_id, None)
-
-    async def _generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
-        s = self.scheduler
-        room = request.room
-        now = self._now()
-        try:
-            ticket = s.submit(
-                request.request_id,
-                room,
-                request.max_tokens,
-                now,
-                beat=request.metadata.get("beat", ""),
-                deadline=_deadline(request, now),
-            )
-        except EngineBusy as exc:
-            self._status(room, "busy", str(exc))
-            raise
-        used = 0
-        try:
-            if not ticket.running and not await self._wait_admission(ticket):
-                yield GenerationDelta("", 0, finished=True, finish_reason="abort")
-                return
-            health = self.engine.health()
-            if not health.ready:
-                raise EngineError(f"engine not ready: {health.detail or 'down'}")
-            agen = self.engine.generate(replace(request, max_tokens=ticket.max_tokens))
-            try:
-                async for delta in agen:
-                    used += delta.tokens
-                    if self._room_state.get(room, "ok") != "ok":
-                        self._status(room, "ok", "engine streaming")
-                    yield delta
-                    if delta.finished:
-                        return
-            finally:
-                await close_stream(agen)
-        except EngineStalled as exc:
-            self._status(room, "stalled", str(exc))
-            raise
-        except EngineError as exc:
-            self._status(room, "down", str(exc))
-            raise
-        finally:
-            self._wake(s.release(request.request_id, used, self._now()))

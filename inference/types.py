@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 Role = Literal["system", "user", "assistant"]
@@ -17,18 +17,36 @@ class ChatMessage:
     content: str
 
 
+#: What a request asks for: a beat's prose, or a ballot of options (JSON).
+RequestKind = Literal["narration", "choices"]
+
+
 @dataclass(frozen=True, slots=True)
 class GenerationRequest:
     """One continuation request.
 
     ``messages`` are laid out stable-prefix first (system, world, story so far)
     so the engine's prefix cache hits across beats of a room. ``json_schema``
-    asks for structured output where the backend supports it. ``metadata`` is
-    for routing, accounting and the scripted engine; real engines ignore it.
+    asks for structured output where the backend supports it.
+
+    ``room``, ``kind``, ``beat`` and ``deadline_s`` are for the scheduler (fair
+    share per room, token budget per beat, urgency); ``choice`` and ``n_choices``
+    let the scripted engine answer in kind; ``adapter`` names a LoRA adapter the
+    backend serves (None: the base model). Real engines read only the sampling
+    fields, ``json_schema`` and ``adapter``.
     """
 
     request_id: str
     messages: tuple[ChatMessage, ...]
+    kind: RequestKind = "narration"
+    beat: int = 0
+    #: The winning choice this narration acts out (None: the opening beat).
+    choice: str | None = None
+    #: Options asked for (``choices`` requests).
+    n_choices: int = 0
+    #: Seconds from submission by which the request should start (None: no deadline).
+    deadline_s: float | None = None
+    adapter: str | None = None
     max_tokens: int = 128
     temperature: float = 0.8
     top_p: float = 0.95
@@ -38,7 +56,6 @@ class GenerationRequest:
     stop: tuple[str, ...] = ()
     json_schema: Mapping[str, Any] | None = None
     room: str = ""
-    metadata: Mapping[str, str] = field(default_factory=dict)
 
 
 FinishReason = Literal["stop", "length", "abort", "error"]
@@ -48,23 +65,14 @@ FinishReason = Literal["stop", "length", "abort", "error"]
 class GenerationDelta:
     """New text since the previous delta of the same request.
 
-    ``tokens`` counts the tokens behind ``text`` (several when a lagging reader
-    got merged deltas). The last delta has ``finished`` set and a ``finish_reason``.
+    ``tokens`` counts the tokens behind ``text``. The last delta has ``finished``
+    set and a ``finish_reason``.
     """
 
     text: str
     tokens: int = 1
     finished: bool = False
     finish_reason: FinishReason | None = None
-
-    def merged(self, later: GenerationDelta) -> GenerationDelta:
-        """This delta followed by ``later``, as one."""
-        return GenerationDelta(
-            text=self.text + later.text,
-            tokens=self.tokens + later.tokens,
-            finished=later.finished,
-            finish_reason=later.finish_reason,
-        )
 
 
 @dataclass(frozen=True, slots=True)

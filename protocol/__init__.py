@@ -3,10 +3,15 @@
 Nothing in this package does I/O: it turns bytes into typed messages and back.
 """
 
-from protocol.codec import CODECS, Codec, codec_for_subprotocol
-from protocol.codes import CloseCode, ErrorCode
-from protocol.errors import ProtocolError
-from protocol.version import PROTOCOL_VERSION, SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK, SUBPROTOCOLS
+from fablecast.protocol.codec import CODECS, Codec, codec_for_subprotocol
+from fablecast.protocol.codes import CloseCode, ErrorCode
+from fablecast.protocol.errors import ProtocolError
+from fablecast.protocol.version import (
+    PROTOCOL_VERSION,
+    SUBPROTOCOL_JSON,
+    SUBPROTOCOL_MSGPACK,
+    SUBPROTOCOLS,
+)
 
 __all__ = [
     "CODECS",

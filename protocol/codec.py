@@ -12,10 +12,10 @@ from typing import Any, Final
 
 import msgspec
 
-from protocol.codes import ErrorCode
-from protocol.errors import ProtocolError
-from protocol.messages import ClientMessage, ServerMessage
-from protocol.version import SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK
+from fablecast.protocol.codes import ErrorCode
+from fablecast.protocol.errors import ProtocolError
+from fablecast.protocol.messages import ClientMessage, ServerMessage
+from fablecast.protocol.version import SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK
 
 #: Default largest accepted client message, in bytes (64 KiB).
 DEFAULT_MAX_MESSAGE_BYTES: Final = 64 * 1024

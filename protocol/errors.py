@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-from protocol.codes import CloseCode, ErrorCode
+from fablecast.protocol.codes import ErrorCode
 
 
 class ProtocolError(Exception):
     """A client sent something this protocol does not accept.
 
     ``code`` is the error code the client receives in an ``error`` message; the
-    connection stays open unless the session's policy escalates to ``close_code``.
+    connection stays open unless the session's policy escalates to a close.
     """
 
-    def __init__(
-        self, code: ErrorCode, message: str, *, close_code: CloseCode | None = None
-    ) -> None:
+    def __init__(self, code: ErrorCode, message: str) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
-        self.close_code = close_code
 
     def __repr__(self) -> str:
         return f"ProtocolError({self.code.value!r}, {self.message!r})"

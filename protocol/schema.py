@@ -11,9 +11,9 @@ from typing import Any
 
 import msgspec
 
-from protocol.codes import CloseCode, ErrorCode
-from protocol.messages import ClientMessage, ServerMessage
-from protocol.version import PROTOCOL_VERSION, SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK
+from fablecast.protocol.codes import CloseCode, ErrorCode
+from fablecast.protocol.messages import ClientMessage, ServerMessage
+from fablecast.protocol.version import PROTOCOL_VERSION, SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK
 
 
 def build_schema() -> dict[str, Any]:

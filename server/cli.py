@@ -10,13 +10,13 @@ import signal
 import sys
 from typing import Any
 
-from server.config import Config, ConfigError, load_config
-from server.node import Node
+from fablecast.server.config import Config, ConfigError, load_config
+from fablecast.server.node import Node
 
 log = logging.getLogger("fablecast")
 
 
-def register(sub: Any, groups: dict[str, Any]) -> None:
+def register(sub: Any) -> None:
     """Add ``serve`` to the ``fablecast`` command."""
     p = sub.add_parser("serve", help="run a Fablecast node (opens room 'demo' by default)")
     p.add_argument("--config", help="TOML config file (see docs/configuration.md)")

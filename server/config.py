@@ -13,8 +13,8 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
-from protocol.codec import DEFAULT_MAX_MESSAGE_BYTES
-from server.room.state import DEFAULT_PREMISE, DEFAULT_TITLE, RoomSettings
+from fablecast.protocol.codec import DEFAULT_MAX_MESSAGE_BYTES
+from fablecast.server.room.state import DEFAULT_PREMISE, DEFAULT_TITLE, RoomSettings
 
 Positive = Annotated[float, Meta(gt=0)]
 PosInt = Annotated[int, Meta(ge=1)]

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from protocol.codec import JSON, MSGPACK, Codec
-from protocol.messages import RoomMessage
+from fablecast.protocol.codec import JSON, MSGPACK, Codec
+from fablecast.protocol.messages import RoomMessage
 
 
 @dataclass(slots=True)

@@ -31,12 +31,12 @@ from typing import Protocol
 
 import msgspec
 
-from protocol.codec import MSGPACK, Codec
-from protocol.messages import RoomMessage, Token
-from server.history import Entry, History
-from server.metrics import Metrics
-from server.room.effects import StateKind
-from server.wire import ws_frame
+from fablecast.protocol.codec import MSGPACK, Codec
+from fablecast.protocol.messages import RoomMessage, Token
+from fablecast.server.history import Entry, History
+from fablecast.server.metrics import Metrics
+from fablecast.server.room.effects import StateKind
+from fablecast.server.wire import ws_frame
 
 
 class Subscriber(Protocol):

@@ -27,24 +27,25 @@ from websockets.exceptions import ConnectionClosed, NegotiationError
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
-from inference.backends import create_engine
-from inference.engine import EngineClient
-from inference.narrator import Narrator
-from inference.prompts import StorySpec
-from inference.scheduler import ScheduledEngine, SchedulerConfig
-from protocol import messages as m
-from protocol.codec import codec_for_subprotocol
-from protocol.codes import CloseCode, ErrorCode
-from protocol.version import PROTOCOL_VERSION, SUBPROTOCOLS
-from server.config import Config, RoomConfig
-from server.history import History
-from server.hub import RoomChannel, wire_frames
-from server.keepalive import KeepAlive
-from server.metrics import Metrics
-from server.room import effects as fx
-from server.room.runner import RoomRunner
-from server.room.state import Room
-from server.session import Session, close_soon
+from fablecast.inference.backends import create_engine
+from fablecast.inference.engine import EngineClient
+from fablecast.inference.narrator import Narrator
+from fablecast.inference.prompts import StorySpec
+from fablecast.inference.scheduled import ScheduledEngine
+from fablecast.inference.scheduler import SchedulerConfig
+from fablecast.protocol import messages as m
+from fablecast.protocol.codec import codec_for_subprotocol
+from fablecast.protocol.codes import CloseCode, ErrorCode
+from fablecast.protocol.version import PROTOCOL_VERSION, SUBPROTOCOLS
+from fablecast.server.config import Config, RoomConfig
+from fablecast.server.history import History
+from fablecast.server.hub import RoomChannel, wire_frames
+from fablecast.server.keepalive import KeepAlive
+from fablecast.server.metrics import Metrics
+from fablecast.server.room import effects as fx
+from fablecast.server.room.runner import RoomRunner
+from fablecast.server.room.state import Room
+from fablecast.server.session import Session, close_soon
 
 log = logging.getLogger(__name__)
 

@@ -21,15 +21,15 @@ from typing import Final
 from websockets.asyncio.server import ServerConnection
 from websockets.protocol import State
 
-from protocol import messages as m
-from protocol.codec import Codec
-from protocol.codes import CloseCode, ErrorCode
-from protocol.errors import ProtocolError
-from server.config import ServerConfig
-from server.metrics import Metrics
-from server.room import effects as fx
-from server.room.runner import RoomRunner
-from server.wire import ws_frame
+from fablecast.protocol import messages as m
+from fablecast.protocol.codec import Codec
+from fablecast.protocol.codes import CloseCode, ErrorCode
+from fablecast.protocol.errors import ProtocolError
+from fablecast.server.config import ServerConfig
+from fablecast.server.metrics import Metrics
+from fablecast.server.room import effects as fx
+from fablecast.server.room.runner import RoomRunner
+from fablecast.server.wire import ws_frame
 
 log = logging.getLogger(__name__)
 

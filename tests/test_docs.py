@@ -7,7 +7,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from protocol import messages as m
+from fablecast.protocol import messages as m
 
 ROOT = Path(__file__).resolve().parents[1]
 

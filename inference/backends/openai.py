@@ -38,7 +38,7 @@ from typing import Any
 
 import httpx
 
-from inference.types import (
+from fablecast.inference.types import (
     EngineError,
     EngineHealth,
     EngineStalled,

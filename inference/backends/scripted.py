@@ -1,9 +1,10 @@
 """A deterministic engine that streams plausible story text at a set token rate.
 
 For demos, tests and fan-out benchmarks: no model, no GPU, same output for the
-same request. It reads ``metadata`` (``kind``, ``choice``, ``n``, ``beat``) that
-real engines ignore, so the story visibly follows the winning choice. Faults can
-be injected (``fail_next``, ``stall_next``) to exercise the pause/retry path.
+same request. It reads the request's typed fields (``kind``, ``choice``,
+``n_choices``, ``beat``) that real engines ignore, so the story visibly follows
+the winning choice. Faults can be injected (``fail_next``, ``stall_next``) to
+exercise the pause/retry path.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import random
 import re
 from collections.abc import AsyncIterator
 
-from inference.types import (
+from fablecast.inference.types import (
     EngineError,
     EngineHealth,
     FinishReason,
@@ -70,7 +71,7 @@ _WORD = re.compile(r"\S+\s*")
 
 
 def _rng(request: GenerationRequest) -> random.Random:
-    key = "|".join(f"{k}={v}" for k, v in sorted(request.metadata.items()))
+    key = f"kind={request.kind}|beat={request.beat}|choice={request.choice}|n={request.n_choices}"
     key += "|" + (request.messages[-1].content if request.messages else "")
     digest = hashlib.sha256(f"{request.seed}|{key}".encode()).digest()
     return random.Random(int.from_bytes(digest[:8], "big"))
@@ -90,7 +91,7 @@ def narration_text(request: GenerationRequest) -> str:
     """The full narration the scripted engine tells for ``request``."""
     rnd = _rng(request)
     parts: list[str] = []
-    choice = request.metadata.get("choice")
+    choice = request.choice
     if choice:
         parts.append(f"The audience chose: {choice.rstrip('.')}.")
         parts.append(_fill("So {hero} did exactly that, heart pounding.", rnd))
@@ -108,7 +109,7 @@ def narration_text(request: GenerationRequest) -> str:
 def choices_text(request: GenerationRequest) -> str:
     """The JSON ballot the scripted engine offers for ``request``."""
     rnd = _rng(request)
-    n = max(2, min(5, int(request.metadata.get("n", "3"))))
+    n = max(2, min(5, request.n_choices or 3))
     return json.dumps({"choices": rnd.sample(_CHOICES, n)})
 
 
@@ -173,8 +174,7 @@ class ScriptedEngine:
         elif self.stall_next > 0:
             self.stall_next -= 1
             stall = True
-        kind = request.metadata.get("kind", "narration")
-        text = choices_text(request) if kind == "choices" else narration_text(request)
+        text = choices_text(request) if request.kind == "choices" else narration_text(request)
         words = _WORD.findall(text)[: request.max_tokens]
         interval = 1.0 / self.tokens_per_s
         loop = asyncio.get_running_loop()

@@ -22,7 +22,7 @@ import itertools
 from collections.abc import AsyncIterator
 from typing import Any
 
-from inference.types import (
+from fablecast.inference.types import (
     EngineError,
     EngineHealth,
     FinishReason,
@@ -91,7 +91,7 @@ class TransformersEngine:
         async with self._lock:
             if self._mgr is not None:
                 return
-            from inference.model import resolve_model
+            from fablecast.inference.model import resolve_model
 
             path = await asyncio.to_thread(resolve_model, self._model_cfg)
             self._model = path

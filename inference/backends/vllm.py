@@ -22,7 +22,7 @@ import os
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from inference.types import (
+from fablecast.inference.types import (
     ChatMessage,
     EngineError,
     EngineHealth,
@@ -143,7 +143,7 @@ class VLLMEngine:
         async with self._starting:
             if self._llm is not None:
                 return
-            from inference.model import resolve_model
+            from fablecast.inference.model import resolve_model
 
             path = await asyncio.to_thread(resolve_model, self._model_cfg)
             self._model = path

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from protocol.messages import NarratorState, RoomMessage, ServerMessage
-from server.room.mood import MoodSnapshot
+from fablecast.protocol.messages import NarratorState, RoomMessage, ServerMessage
+from fablecast.server.room.mood import MoodSnapshot
 
 TimerKind = Literal["vote_close", "reveal", "retry", "mood"]
 StateKind = Literal["tally", "mood", "presence"]

@@ -13,15 +13,15 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from inference.narrator import Narrator
-from inference.prompts import NarrationContext, PastBeat, StorySpec, mood_directive
-from inference.types import EngineBusy, EngineStalled
-from protocol.messages import ServerMessage
-from server.hub import RoomChannel
-from server.metrics import Metrics
-from server.room import effects as fx
-from server.room.mood import MoodSnapshot
-from server.room.state import Room
+from fablecast.inference.narrator import Narrator
+from fablecast.inference.prompts import NarrationContext, PastBeat, StorySpec, mood_directive
+from fablecast.inference.types import EngineBusy, EngineStalled
+from fablecast.protocol.messages import ServerMessage
+from fablecast.server.hub import RoomChannel
+from fablecast.server.metrics import Metrics
+from fablecast.server.room import effects as fx
+from fablecast.server.room.mood import MoodSnapshot
+from fablecast.server.room.state import Room
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +154,9 @@ class RoomRunner:
             mood=mood_directive(mood.valence, mood.arousal, mood.intensity),
             max_tokens=s.narration_tokens,
             n_choices=s.n_choices,
+            # A beat that acts out a vote's winner is awaited by the whole room right
+            # now: it starts before fair-share order (the scheduler's urgent rule).
+            deadline_s=0.0 if choice else None,
         )
 
     async def _narrate(self, eff: fx.RequestNarration) -> None:

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from protocol import messages as m
-from protocol.codes import ErrorCode
-from server.room import effects as fx
-from server.room.mood import MoodAggregator, MoodSnapshot
-from server.room.phases import ACCEPTS, Phase, Step, next_phase
-from server.room.text import TextBuffer
-from server.room.votes import VoteWindow, WindowResult
+from fablecast.protocol import messages as m
+from fablecast.protocol.codes import ErrorCode
+from fablecast.server.room import effects as fx
+from fablecast.server.room.mood import MoodAggregator, MoodSnapshot
+from fablecast.server.room.phases import ACCEPTS, Phase, Step, next_phase
+from fablecast.server.room.text import TextBuffer
+from fablecast.server.room.votes import VoteWindow, WindowResult
 
 DEFAULT_TITLE = "The Lantern Market"
 DEFAULT_PREMISE = (
@@ -292,7 +292,7 @@ class Room:
 
     def _on_vote(self, vote: fx.VoteCast, out: list[fx.Effect]) -> None:
         window = self.window
-        if self.phase is not Phase.VOTING or window is None:
+        if not self.accepts("vote") or window is None:
             out.append(_error(ErrorCode.NOT_IN_PHASE, f"no vote window is open ({self.phase})"))
             return
         if vote.window != window.window:

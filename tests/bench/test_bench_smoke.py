@@ -10,9 +10,9 @@ import json
 
 import pytest
 
+from fablecast.bench.soak import run_soak
+from fablecast.bench.votes import run_votes
 from fablecast.cli import main
-from server.bench.soak import run_soak
-from server.bench.votes import run_votes
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 

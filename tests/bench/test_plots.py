@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from server.bench.plots import draw, memory_slopes
+from fablecast.bench.plots import draw, memory_slopes
 
 
 def _report(clients: int, per_conn_kib: float, node_mib: float) -> dict[str, Any]:

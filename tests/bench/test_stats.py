@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from server.bench.engine import stamps_ns
-from server.bench.stats import Histogram, SeqTracker, merge_spread, spread_histogram
+from fablecast.bench.engine import stamps_ns
+from fablecast.bench.stats import Histogram, SeqTracker, merge_spread, spread_histogram
 
 
 def test_histogram_percentiles_and_merge() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 
-from server.bench.wsclient import WsClient, _mask, encode_frame
+from fablecast.bench.wsclient import WsClient, _mask, encode_frame
 
 
 class _Transport:

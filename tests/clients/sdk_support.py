@@ -11,8 +11,8 @@ import msgspec
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.typing import Subprotocol
 
-from protocol.codec import JSON, MSGPACK, Codec
-from protocol.messages import (
+from fablecast.protocol.codec import JSON, MSGPACK, Codec
+from fablecast.protocol.messages import (
     ClientMessage,
     Hello,
     Limits,

@@ -9,7 +9,7 @@ import re
 import msgspec
 import pytest
 
-from fablecast.client import (
+from fablecast.client.connection import (
     Backoff,
     ConnectError,
     FablecastClient,
@@ -19,8 +19,8 @@ from fablecast.client import (
     SeqGapError,
     new_participant_id,
 )
-from protocol.codec import MSGPACK
-from protocol.messages import (
+from fablecast.protocol.codec import MSGPACK
+from fablecast.protocol.messages import (
     Ping,
     Pong,
     React,

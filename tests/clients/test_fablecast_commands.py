@@ -11,12 +11,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fablecast import commands
 from fablecast.cli import build_parser
-from fablecast.client import NotConnectedError
-from fablecast.commands import REACTION_KEYS, JsonRenderer, TextRenderer, key_help
-from fablecast.view import StoryView
-from protocol.messages import (
+from fablecast.client import commands
+from fablecast.client.commands import REACTION_KEYS, JsonRenderer, TextRenderer, key_help
+from fablecast.client.connection import NotConnectedError
+from fablecast.client.view import StoryView
+from fablecast.protocol.messages import (
     REACTIONS,
     Ballot,
     BeatAbort,

@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("server.node")
+pytest.importorskip("fablecast.server.node")
 
-from fablecast.client import Backoff, ConnectError, FablecastClient, FablecastClosed
-from protocol.messages import ROOM_FRAME_TYPES, ServerMessage, Snapshot, Welcome
-from server.config import Config, EngineConfig, RoomConfig, ServerConfig
-from server.node import Node
+from fablecast.client.connection import Backoff, ConnectError, FablecastClient, FablecastClosed
+from fablecast.protocol.messages import ROOM_FRAME_TYPES, ServerMessage, Snapshot, Welcome
+from fablecast.server.config import Config, EngineConfig, RoomConfig, ServerConfig
+from fablecast.server.node import Node
 from tests.clients.sdk_support import timeout
 from tests.clients.test_fablecast_commands import finish, read_json_until, start_cli
 

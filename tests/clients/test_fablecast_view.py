@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from fablecast.view import StoryView
-from protocol.messages import (
+from fablecast.client.view import StoryView
+from fablecast.protocol.messages import (
     Ballot,
     BeatAbort,
     BeatEnd,

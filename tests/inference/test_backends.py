@@ -6,9 +6,9 @@ import importlib.util
 
 import pytest
 
-from inference.backends import KINDS, create_engine
-from inference.backends.scripted import ScriptedEngine
-from inference.engine import EngineClient
+from fablecast.inference.backends import KINDS, create_engine
+from fablecast.inference.backends.scripted import ScriptedEngine
+from fablecast.inference.engine import EngineClient
 
 
 def test_scripted_with_options() -> None:

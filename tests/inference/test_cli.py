@@ -1,4 +1,4 @@
-"""``fablecast model`` and ``fablecast bench engine`` parse and run."""
+"""``fablecast model`` and ``fablecast bench engine`` parse and run from the root parser."""
 
 from __future__ import annotations
 
@@ -8,17 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from inference import cli
-from inference import model as m
+from fablecast import cli
+from fablecast.inference import model as m
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser()
-    sub = p.add_subparsers(dest="command", required=True)
-    groups: dict[str, argparse._SubParsersAction[argparse.ArgumentParser]] = {}
-    cli.register(sub, groups)
-    assert "bench" in groups
-    return p
+    return cli.build_parser()
 
 
 def test_bench_engine_on_scripted(capsys: pytest.CaptureFixture[str]) -> None:
@@ -31,13 +26,9 @@ def test_bench_engine_on_scripted(capsys: pytest.CaptureFixture[str]) -> None:
     assert {"engine_tok_s", "served_tok_s", "overhead_ratio", "ttft_ms", "itl_ms"} <= set(out)
 
 
-def test_reuses_existing_bench_group() -> None:
-    p = argparse.ArgumentParser()
-    sub = p.add_subparsers(dest="command")
-    bench = sub.add_parser("bench").add_subparsers(dest="bench_command")
-    groups = {"bench": bench}
-    cli.register(sub, groups)
-    assert groups["bench"] is bench
+def test_every_command_registers() -> None:
+    sub = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert {"serve", "watch", "play", "model", "bench"} <= set(sub.choices)
 
 
 def test_model_prepare(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from inference import model as m
+from fablecast.inference import model as m
 
 
 @pytest.fixture

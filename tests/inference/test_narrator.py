@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from inference.backends.scripted import ScriptedEngine
-from inference.narrator import Narrator
-from inference.prompts import NarrationContext, StorySpec
-from inference.types import EngineError, EngineStalled
+from fablecast.inference.backends.scripted import ScriptedEngine
+from fablecast.inference.narrator import Narrator
+from fablecast.inference.prompts import NarrationContext, StorySpec
+from fablecast.inference.types import EngineError, EngineStalled
 
 CTX = NarrationContext("r", 1, StorySpec("T", "P"), (), max_tokens=12, seed=1)
 

@@ -24,11 +24,11 @@ from tests.support import scaled
 
 pytest.importorskip("httpx", reason="the openai backend needs httpx: pip install fablecast[openai]")
 
-from inference.backends import create_engine
-from inference.backends.openai import OpenAIEngine, _parse_chunk
-from inference.narrator import Narrator
-from inference.prompts import NarrationContext, StorySpec, parse_choices
-from inference.types import (
+from fablecast.inference.backends import create_engine
+from fablecast.inference.backends.openai import OpenAIEngine, _parse_chunk
+from fablecast.inference.narrator import Narrator
+from fablecast.inference.prompts import NarrationContext, StorySpec, parse_choices
+from fablecast.inference.types import (
     ChatMessage,
     EngineError,
     EngineStalled,
@@ -253,7 +253,7 @@ def api_server(model: str, port: int) -> Iterator[subprocess.Popen[bytes]]:
 @needs_vllm
 @pytest.mark.timeout(900)
 async def test_real_api_server_stream_crash_and_failover() -> None:
-    from inference.model import resolve_model
+    from fablecast.inference.model import resolve_model
 
     model = resolve_model(None)
     port = _free_port()

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from inference.prompts import (
+from fablecast.inference.prompts import (
     CHOICE_PATTERN,
     MAX_CHOICE_CHARS,
     NarrationContext,
@@ -128,7 +128,7 @@ def test_a_room_that_forgot_old_beats_gets_the_same_prompt(told: int) -> None:
 def test_first_beat_opens_the_story() -> None:
     req = narration_request(ctx(0), "x")
     assert "Begin the story" in req.messages[-1].content
-    assert req.metadata["kind"] == "narration" and req.room == "r"
+    assert req.kind == "narration" and req.room == "r"
 
 
 def test_choice_is_quoted_data() -> None:
@@ -144,7 +144,7 @@ def test_choices_request_has_schema_and_budget() -> None:
     assert req.json_schema == choices_schema(3)
     assert req.max_tokens == 24 * 3 + 16
     assert req.messages[-2].content == "The door opens."
-    assert req.metadata["kind"] == "choices"
+    assert req.kind == "choices"
 
 
 def test_mood_directive() -> None:

@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from inference.narrator import Narrator
-from inference.prompts import NarrationContext, StorySpec
-from inference.types import ChatMessage, EngineError, GenerationDelta, GenerationRequest
+from fablecast.inference.narrator import Narrator
+from fablecast.inference.prompts import NarrationContext, StorySpec
+from fablecast.inference.types import ChatMessage, EngineError, GenerationDelta, GenerationRequest
 from tests.support import scaled
 
 pytestmark = [
@@ -33,7 +33,7 @@ pytestmark = [
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def tf_engine() -> AsyncIterator[object]:
     """One transformers engine for this module."""
-    from inference.backends.transformers import TransformersEngine
+    from fablecast.inference.backends.transformers import TransformersEngine
 
     engine = TransformersEngine(max_batch=8, num_blocks=128)
     await engine.start()
@@ -94,7 +94,7 @@ async def test_narrator_choices_fallback_parse(tf_engine: object) -> None:
 
 
 async def test_not_started() -> None:
-    from inference.backends.transformers import TransformersEngine
+    from fablecast.inference.backends.transformers import TransformersEngine
 
     with pytest.raises(EngineError, match="not started"):
         await _collect(TransformersEngine(), _req("n"))

@@ -14,10 +14,11 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from inference.narrator import Narrator
-from inference.prompts import NarrationContext, StorySpec, choices_request, parse_choices
-from inference.scheduler import ScheduledEngine, SchedulerConfig
-from inference.types import (
+from fablecast.inference.narrator import Narrator
+from fablecast.inference.prompts import NarrationContext, StorySpec, choices_request, parse_choices
+from fablecast.inference.scheduled import ScheduledEngine
+from fablecast.inference.scheduler import SchedulerConfig
+from fablecast.inference.types import (
     ChatMessage,
     EngineBusy,
     EngineError,
@@ -47,7 +48,7 @@ SPEC = StorySpec("The Salt Caves", "Miners find a door in the salt that was not 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def vllm_engine() -> AsyncIterator[object]:
     """One vLLM engine for the whole test session."""
-    from inference.backends.vllm import VLLMEngine
+    from fablecast.inference.backends.vllm import VLLMEngine
 
     engine = VLLMEngine(max_num_seqs=8, max_model_len=4096, kv_cache_gb=1)
     await engine.start()
@@ -71,7 +72,7 @@ async def _collect(engine: object, req: GenerationRequest) -> list[GenerationDel
 
 
 async def test_streams_deltas(vllm_engine: object) -> None:
-    from inference.backends.vllm import VLLMEngine
+    from fablecast.inference.backends.vllm import VLLMEngine
 
     assert isinstance(vllm_engine, VLLMEngine)
     assert vllm_engine.health().ready
@@ -175,7 +176,7 @@ async def test_narration_through_scheduler_and_narrator(vllm_engine: object) -> 
 
 
 async def test_engine_error_when_not_started() -> None:
-    from inference.backends.vllm import VLLMEngine
+    from fablecast.inference.backends.vllm import VLLMEngine
 
     engine = VLLMEngine()
     assert not engine.health().ready

@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from inference.backends.scripted import ScriptedEngine
-from server.node import Node
+from fablecast.inference.backends.scripted import ScriptedEngine
+from fablecast.server.node import Node
 from tests.integration.ws_harness import make_config
 
 

@@ -8,9 +8,9 @@ import msgspec
 import pytest
 import websockets
 
-from protocol import messages as m
-from protocol.codes import CloseCode, ErrorCode
-from server.node import Node
+from fablecast.protocol import messages as m
+from fablecast.protocol.codes import CloseCode, ErrorCode
+from fablecast.server.node import Node
 from tests.integration.ws_harness import Client, connect, make_config
 from tests.support import scaled
 
@@ -63,7 +63,7 @@ async def test_messages_before_hello_are_refused(node: Node) -> None:
         f"ws://127.0.0.1:{node.port}/rooms/demo",
         subprotocols=["fablecast.v1.json"],  # type: ignore[list-item]
     )
-    from protocol.codec import JSON
+    from fablecast.protocol.codec import JSON
 
     c = Client(ws, JSON)
     err = await error_for(c, '{"type": "vote", "window": 1, "option": 0}')

@@ -8,9 +8,9 @@ import urllib.request
 
 import pytest
 
-from inference.backends.scripted import ScriptedEngine
-from protocol import messages as m
-from server.node import Node
+from fablecast.inference.backends.scripted import ScriptedEngine
+from fablecast.protocol import messages as m
+from fablecast.server.node import Node
 from tests.integration.ws_harness import connect, make_config
 from tests.support import wait_for
 

@@ -13,11 +13,11 @@ import pytest
 from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
-from inference.backends.scripted import ScriptedEngine
-from protocol import messages as m
-from protocol.codec import JSON
-from protocol.codes import CloseCode
-from server.node import Node
+from fablecast.inference.backends.scripted import ScriptedEngine
+from fablecast.protocol import messages as m
+from fablecast.protocol.codec import JSON
+from fablecast.protocol.codes import CloseCode
+from fablecast.server.node import Node
 from tests.integration.ws_harness import connect, make_config
 from tests.support import scaled, wait_for
 

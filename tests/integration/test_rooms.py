@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from protocol import messages as m
-from server.node import Node
+from fablecast.protocol import messages as m
+from fablecast.server.node import Node
 from tests.integration.ws_harness import connect
 
 pytestmark = pytest.mark.integration

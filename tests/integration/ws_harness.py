@@ -11,10 +11,10 @@ from typing import Any
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from protocol import messages as m
-from protocol.codec import CODECS, Codec
-from server.config import Config, EngineConfig, RoomConfig, ServerConfig
-from server.node import Node
+from fablecast.protocol import messages as m
+from fablecast.protocol.codec import CODECS, Codec
+from fablecast.server.config import Config, EngineConfig, RoomConfig, ServerConfig
+from fablecast.server.node import Node
 from tests.support import scaled
 
 FAST_ROOM = {

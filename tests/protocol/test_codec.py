@@ -8,8 +8,8 @@ import typing
 import msgspec
 import pytest
 
-from protocol import messages as m
-from protocol.codec import (
+from fablecast.protocol import messages as m
+from fablecast.protocol.codec import (
     CODECS,
     DEFAULT_MAX_MESSAGE_BYTES,
     JSON,
@@ -17,9 +17,9 @@ from protocol.codec import (
     Codec,
     codec_for_subprotocol,
 )
-from protocol.codes import ErrorCode
-from protocol.errors import ProtocolError
-from protocol.version import SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK, SUBPROTOCOLS
+from fablecast.protocol.codes import ErrorCode
+from fablecast.protocol.errors import ProtocolError
+from fablecast.protocol.version import SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK, SUBPROTOCOLS
 
 MOOD = m.Mood(valence=0.25, arousal=-0.5, intensity=3.0, reactions={"joy": 2.0, "fear": 0.5})
 BALLOT = m.Ballot(
@@ -360,10 +360,5 @@ def test_codec_for_subprotocol() -> None:
 
 def test_protocol_error_repr_and_fields() -> None:
     err = ProtocolError(ErrorCode.REJECTED, "nope")
-    assert (err.code, err.message, err.close_code, str(err)) == (
-        ErrorCode.REJECTED,
-        "nope",
-        None,
-        "nope",
-    )
+    assert (err.code, err.message, str(err)) == (ErrorCode.REJECTED, "nope", "nope")
     assert repr(err) == "ProtocolError('rejected', 'nope')"

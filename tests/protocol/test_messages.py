@@ -7,9 +7,9 @@ import typing
 import msgspec
 import pytest
 
-from protocol import messages as m
-from server.room.mood import REACTION_POINTS
-from server.room.phases import Phase
+from fablecast.protocol import messages as m
+from fablecast.server.room.mood import REACTION_POINTS
+from fablecast.server.room.phases import Phase
 
 CLIENT_TYPES = typing.get_args(m.ClientMessage)
 SERVER_TYPES = typing.get_args(m.ServerMessage)

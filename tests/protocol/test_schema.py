@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from protocol import messages as m
-from protocol.codes import CloseCode, ErrorCode
-from protocol.schema import build_schema, render
-from protocol.version import PROTOCOL_VERSION, SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK
+from fablecast.protocol import messages as m
+from fablecast.protocol.codes import CloseCode, ErrorCode
+from fablecast.protocol.schema import build_schema, render
+from fablecast.protocol.version import PROTOCOL_VERSION, SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "clients" / "schema" / "protocol.v1.json"

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from server.config import Config, ConfigError, RoomConfig, load_config
-from server.room.state import RoomSettings
+from fablecast.server.config import Config, ConfigError, RoomConfig, load_config
+from fablecast.server.room.state import RoomSettings
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol.codec import JSON, MSGPACK
-from protocol.messages import Presence
-from server.history import Entry, History
+from fablecast.protocol.codec import JSON, MSGPACK
+from fablecast.protocol.messages import Presence
+from fablecast.server.history import Entry, History
 
 
 def entry(seq: int, size: int = 10) -> Entry:

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from protocol import messages as m
-from protocol.codec import JSON, MSGPACK, Codec
-from server.history import History
-from server.hub import RoomChannel
-from server.metrics import Metrics
+from fablecast.protocol import messages as m
+from fablecast.protocol.codec import JSON, MSGPACK, Codec
+from fablecast.server.history import History
+from fablecast.server.hub import RoomChannel
+from fablecast.server.metrics import Metrics
 from tests.support import unframe
 
 WRITES: list[tuple[Any, list[bytes]]] = []

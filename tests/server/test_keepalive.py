@@ -9,7 +9,7 @@ import pytest
 from websockets.exceptions import ConnectionClosedError
 from websockets.protocol import State
 
-from server.keepalive import KeepAlive
+from fablecast.server.keepalive import KeepAlive
 
 
 class Clock:

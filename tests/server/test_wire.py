@@ -6,7 +6,7 @@ import pytest
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-from server.wire import ws_frame
+from fablecast.server.wire import ws_frame
 from tests.support import unframe
 
 

@@ -1,36 +1,12 @@
-"""Fablecast Python SDK: an async client with reconnect and resume, and the ``fablecast`` CLI.
+"""Fablecast: a real-time multiplayer live-narrative server.
 
-- ``FablecastClient``: connect to a room, iterate its messages (room frames exactly
-  once, in order, across reconnects), ``vote``, ``react``, ``ping``.
-- ``StoryView``: the room's state (story, ballot, tally, mood, ...) built from messages.
-- ``fablecast watch`` / ``fablecast play``: the terminal viewer (``fablecast.commands``).
+One import namespace for the whole distribution:
+
+- ``fablecast.protocol``: the wire protocol (messages, codes, codecs, schema).
+- ``fablecast.server``: the node (rooms, sessions, fan-out, HTTP).
+- ``fablecast.inference``: the engine seam, scheduler, narrator, prompts, backends.
+- ``fablecast.client``: the Python SDK (``FablecastClient``, ``StoryView``) and the
+  ``watch``/``play`` commands.
+- ``fablecast.bench``: benchmarks and load generators (optional extra ``bench``).
+- ``fablecast.cli``: the ``fablecast`` command.
 """
-
-from fablecast.client import (
-    DEFAULT_RETRY_CLOSE_CODES,
-    Backoff,
-    ConnectError,
-    FablecastClient,
-    FablecastClosed,
-    FablecastError,
-    NotConnectedError,
-    ReconnectFailed,
-    SeqGapError,
-    new_participant_id,
-)
-from fablecast.view import BallotView, StoryView
-
-__all__ = [
-    "DEFAULT_RETRY_CLOSE_CODES",
-    "Backoff",
-    "BallotView",
-    "ConnectError",
-    "FablecastClient",
-    "FablecastClosed",
-    "FablecastError",
-    "NotConnectedError",
-    "ReconnectFailed",
-    "SeqGapError",
-    "StoryView",
-    "new_participant_id",
-]

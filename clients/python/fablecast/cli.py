@@ -1,16 +1,13 @@
-"""The ``fablecast`` command.
+"""The ``fablecast`` command: one parser, subcommands contributed by the packages that own them.
 
-Subcommands are contributed by the packages that own them; each module below
-exposes ``register(subparsers)``, adding parsers whose ``func(args) -> int``
-runs the command. ``register(sub, groups)`` gets the top-level subparsers and a
-dict of shared command groups: a module adding to a group such as ``bench``
-takes ``groups["bench"]`` if another module created it, else creates the group
-and stores its subparsers action there.
+Each module in ``_REGISTRANTS`` exposes ``register(subparsers)``, adding parsers
+whose ``func(args) -> int`` runs the command; none of them imports this module
+(no import cycle). A module whose optional part is not installed is skipped.
 
-- ``server.cli``: ``serve``
-- ``fablecast.commands``: ``watch``, ``play``
-- ``inference.cli``: ``model prepare``, ``bench engine``
-- ``server.bench.cli``: ``bench fanout|votes|soak``
+- ``fablecast.server.cli``: ``serve``
+- ``fablecast.client.commands``: ``watch``, ``play``
+- ``fablecast.inference.cli``: ``model prepare``
+- ``fablecast.bench.cli``: ``bench fanout|votes|soak|engine|plots``
 """
 
 from __future__ import annotations
@@ -20,25 +17,12 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-_REGISTRANTS = ("server.cli", "fablecast.commands", "inference.cli", "server.bench.cli")
-
-
-SubParsers = argparse._SubParsersAction  # the type of ``add_subparsers()``
-
-
-def command_group(
-    sub: SubParsers[argparse.ArgumentParser],
-    groups: dict[str, SubParsers[argparse.ArgumentParser]],
-    name: str,
-    help: str,
-) -> SubParsers[argparse.ArgumentParser]:
-    """The subparsers of group ``name`` (e.g. ``bench``), created by whichever module asks first."""
-    group = groups.get(name)
-    if group is None:
-        parser = sub.add_parser(name, help=help)
-        group = parser.add_subparsers(dest=f"{name}_command", required=True, metavar=name.upper())
-        groups[name] = group
-    return group
+_REGISTRANTS = (
+    "fablecast.server.cli",
+    "fablecast.client.commands",
+    "fablecast.inference.cli",
+    "fablecast.bench.cli",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,15 +33,14 @@ def build_parser() -> argparse.ArgumentParser:
         "its model (model) and its benchmarks (bench).",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    shared: dict[str, argparse._SubParsersAction[argparse.ArgumentParser]] = {}
     for name in _REGISTRANTS:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
             if exc.name is not None and name.startswith(exc.name):
-                continue  # that part is not installed / not written yet
+                continue  # that part is not installed
             raise
-        module.register(sub, shared)
+        module.register(sub)
     return parser
 
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from server.room import effects as fx
-from server.room.state import Room, RoomSettings
+from fablecast.server.room import effects as fx
+from fablecast.server.room.state import Room, RoomSettings
 
 T0 = 1000.0
 

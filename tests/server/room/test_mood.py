@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from protocol.messages import REACTIONS
-from server.room.mood import REACTION_POINTS, MoodAggregator, MoodSnapshot
+from fablecast.protocol.messages import REACTIONS
+from fablecast.server.room.mood import REACTION_POINTS, MoodAggregator, MoodSnapshot
 
 
 def test_empty_mood_is_neutral() -> None:

@@ -6,7 +6,14 @@ import itertools
 
 import pytest
 
-from server.room.phases import ACCEPTS, TRANSITIONS, Phase, Step, TransitionError, next_phase
+from fablecast.server.room.phases import (
+    ACCEPTS,
+    TRANSITIONS,
+    Phase,
+    Step,
+    TransitionError,
+    next_phase,
+)
 
 ALLOWED = [
     (Phase.NARRATING, Step.BALLOT_OPENED, Phase.VOTING),

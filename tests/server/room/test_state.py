@@ -9,11 +9,11 @@ from unittest.mock import ANY
 
 import pytest
 
-from protocol import messages as m
-from server.room import effects as fx
-from server.room.mood import MoodAggregator
-from server.room.phases import Phase
-from server.room.state import MIN_STORY_MEMORY, STORY_TRIM_SLACK, Room, RoomSettings
+from fablecast.protocol import messages as m
+from fablecast.server.room import effects as fx
+from fablecast.server.room.mood import MoodAggregator
+from fablecast.server.room.phases import Phase
+from fablecast.server.room.state import MIN_STORY_MEMORY, STORY_TRIM_SLACK, Room, RoomSettings
 
 # --------------------------------------------------------------------------- effect filters
 
@@ -767,7 +767,7 @@ def test_snapshot_truncates_the_story(make: Any) -> None:
 
 
 def test_snapshot_encodes(h: Any) -> None:
-    from protocol.codec import JSON, MSGPACK
+    from fablecast.protocol.codec import JSON, MSGPACK
 
     h.open("alice")
     h.to_voting()

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server.room.text import TextBuffer
+from fablecast.server.room.text import TextBuffer
 
 
 @given(st.lists(st.text(max_size=8), max_size=600), st.integers(2, 64))

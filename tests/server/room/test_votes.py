@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.room.votes import VoteWindow
+from fablecast.server.room.votes import VoteWindow
 
 
 def window(n: int = 3, number: int = 1) -> VoteWindow:

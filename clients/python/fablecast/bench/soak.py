@@ -18,10 +18,10 @@ import time
 from collections import Counter
 from typing import Any
 
-from server.bench.fanout import machine
-from server.bench.loadgen import connect_viewers, loadgen_main
-from server.bench.procs import Child, ask_all
-from server.bench.serverproc import server_main
+from fablecast.bench.fanout import machine
+from fablecast.bench.loadgen import connect_viewers, loadgen_main
+from fablecast.bench.procs import Child, ask_all
+from fablecast.bench.serverproc import server_main
 
 _GROUP = "soak"
 

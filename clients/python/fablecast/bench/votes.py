@@ -23,11 +23,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from server.bench.fanout import machine
-from server.bench.loadgen import connect_viewers, loadgen_main
-from server.bench.procs import Child, ask_all
-from server.bench.serverproc import server_main
-from server.bench.stats import Histogram
+from fablecast.bench.fanout import machine
+from fablecast.bench.loadgen import connect_viewers, loadgen_main
+from fablecast.bench.procs import Child, ask_all
+from fablecast.bench.serverproc import server_main
+from fablecast.bench.stats import Histogram
 
 _GROUP = "votes"
 #: Offered vote-rate steps (votes/s over all rooms).

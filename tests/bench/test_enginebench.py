@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from inference.backends.scripted import ScriptedEngine
-from inference.bench import PassStats, bench_engine, bench_requests, percentile
+from fablecast.bench.enginebench import PassStats, bench_engine, bench_requests, percentile
+from fablecast.inference.backends.scripted import ScriptedEngine
 
 
 def test_percentile_nearest_rank() -> None:

@@ -32,10 +32,10 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.typing import Subprotocol
 
-from protocol.codec import JSON, MSGPACK, Codec
-from protocol.codes import CloseCode
-from protocol.errors import ProtocolError
-from protocol.messages import (
+from fablecast.protocol.codec import JSON, MSGPACK, Codec
+from fablecast.protocol.codes import CloseCode
+from fablecast.protocol.errors import ProtocolError
+from fablecast.protocol.messages import (
     ROOM_FRAME_TYPES,
     Hello,
     Ping,

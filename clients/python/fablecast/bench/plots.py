@@ -1,4 +1,4 @@
-"""Sweeps for docs/benchmarks.md and their plots: ``python -m server.bench.plots``.
+"""Sweeps for docs/benchmarks.md and their plots: ``python -m fablecast.bench.plots``.
 
 Runs the fan-out bench over client counts (capacity search at each) and over
 room counts (one fixed rate), stores every report in ``--data`` (JSON), then
@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from server.bench.fanout import DEFAULT_RATES, run_fanout
+from fablecast.bench.fanout import DEFAULT_RATES, run_fanout
 
 CLIENTS = (100, 250, 500, 1000, 2000)
 CLIENTS_QUICK = (50, 200, 500)
@@ -225,7 +225,7 @@ def draw(data: dict[str, Any], out: Path) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: run the sweeps (or load ``--data``) and draw."""
-    parser = argparse.ArgumentParser(prog="python -m server.bench.plots", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m fablecast.bench.plots", description=__doc__)
     parser.add_argument("--out", default="docs/img")
     parser.add_argument("--data", default="docs/img/bench-data.json")
     parser.add_argument("--quick", action="store_true")

@@ -10,9 +10,9 @@ from __future__ import annotations
 import multiprocessing.connection as mpc
 from typing import Any
 
-from server.bench.engine import StampEngine
-from server.bench.procs import run_loop, serve_commands
-from server.bench.stats import CpuMeter, LoopLag, rss_bytes
+from fablecast.bench.engine import StampEngine
+from fablecast.bench.procs import run_loop, serve_commands
+from fablecast.bench.stats import CpuMeter, LoopLag, rss_bytes
 
 
 class _Side:
@@ -35,7 +35,7 @@ class _Side:
 
 class _Raw(_Side):
     def __init__(self, engine: StampEngine, opts: dict[str, Any]) -> None:
-        from server.bench.baseline import BaselineServer
+        from fablecast.bench.baseline import BaselineServer
 
         self.server = BaselineServer(
             engine, tick_ms=int(opts["tick_ms"]), beat_tokens=int(opts["beat_tokens"])
@@ -54,7 +54,7 @@ class _Raw(_Side):
 
 class _Node(_Side):
     def __init__(self, engine: StampEngine, opts: dict[str, Any]) -> None:
-        from server.bench.nodeconfig import make_node
+        from fablecast.bench.nodeconfig import make_node
 
         self.node = make_node(engine, opts)
 
@@ -66,12 +66,12 @@ class _Node(_Side):
         await self.node.stop()
 
     def connections(self) -> int:
-        from server.bench.nodeconfig import node_connections
+        from fablecast.bench.nodeconfig import node_connections
 
         return node_connections(self.node)
 
     def extra(self) -> dict[str, Any]:
-        from server.bench.nodeconfig import node_counters
+        from fablecast.bench.nodeconfig import node_counters
 
         return node_counters(self.node)
 

@@ -26,8 +26,11 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from protocol.codec import CODECS, JSON, Codec
-from protocol.messages import (
+from fablecast.bench.procs import run_loop, serve_commands, sleep_until
+from fablecast.bench.stats import CpuMeter, Histogram, SeqTracker
+from fablecast.bench.wsclient import WsClient, connect
+from fablecast.protocol.codec import CODECS, JSON, Codec
+from fablecast.protocol.messages import (
     Ballot,
     Error,
     Hello,
@@ -40,9 +43,6 @@ from protocol.messages import (
     VoteResult,
     Welcome,
 )
-from server.bench.procs import run_loop, serve_commands, sleep_until
-from server.bench.stats import CpuMeter, Histogram, SeqTracker
-from server.bench.wsclient import WsClient, connect
 
 
 @dataclass(slots=True)
@@ -395,7 +395,7 @@ async def churn(
         if action == "vote":
             gen.vote(v, rnd.randrange(3))
         elif action == "react":
-            from protocol.messages import REACTIONS, React
+            from fablecast.protocol.messages import REACTIONS, React
 
             msg = React(reaction=rnd.choice(REACTIONS))  # type: ignore[arg-type]
             ws.send(gen.codec.encode(msg), text=gen.codec.is_text)

@@ -1,4 +1,4 @@
-"""Profile the server's hot path under fan-out load: ``python -m server.bench.profile``.
+"""Profile the server's hot path under fan-out load: ``python -m fablecast.bench.profile``.
 
 Starts one side (the node by default) and its viewers like ``bench fanout``,
 streams at a fixed rate, and samples the server process with py-spy
@@ -17,9 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from server.bench.loadgen import loadgen_main
-from server.bench.procs import Child, ask_all
-from server.bench.serverproc import server_main
+from fablecast.bench.loadgen import loadgen_main
+from fablecast.bench.procs import Child, ask_all
+from fablecast.bench.serverproc import server_main
 
 
 def summarize(collapsed: str, top: int = 25) -> dict[str, list[tuple[str, float]]]:
@@ -47,7 +47,7 @@ def summarize(collapsed: str, top: int = 25) -> dict[str, list[tuple[str, float]
 
 def main(argv: list[str] | None = None) -> int:
     """Command line (see the module docstring)."""
-    p = argparse.ArgumentParser(prog="python -m server.bench.profile", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m fablecast.bench.profile", description=__doc__)
     p.add_argument("--side", default="fablecast", choices=("fablecast", "raw"))
     p.add_argument("--rooms", type=int, default=10)
     p.add_argument("--clients", type=int, default=1000)

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from protocol.messages import (
+from fablecast.protocol.messages import (
     Ballot,
     BeatAbort,
     BeatEnd,

@@ -13,7 +13,7 @@ received from the engine (``fablecast_engine_tokens_total``).
 So that both paths decode the same tokens, the node's engine is wrapped to
 decode greedily, and the ballot request that follows each beat is held (it
 would compete with the next pass); the prompts are the ones rooms send,
-rebuilt identically by ``inference.bench.bench_requests``.
+rebuilt identically by ``fablecast.bench.enginebench.bench_requests``.
 """
 
 from __future__ import annotations
@@ -25,13 +25,13 @@ from typing import Any
 
 import websockets
 
-from inference.engine import EngineClient
-from inference.prompts import StorySpec
-from inference.types import EngineHealth, GenerationDelta, GenerationRequest
-from protocol import messages as m
-from protocol.codec import JSON
-from server.config import Config, EngineConfig, RoomConfig, ServerConfig
-from server.node import Node
+from fablecast.inference.engine import EngineClient
+from fablecast.inference.prompts import StorySpec
+from fablecast.inference.types import EngineHealth, GenerationDelta, GenerationRequest
+from fablecast.protocol import messages as m
+from fablecast.protocol.codec import JSON
+from fablecast.server.config import Config, EngineConfig, RoomConfig, ServerConfig
+from fablecast.server.node import Node
 
 
 class GreedyNarration:
@@ -73,7 +73,7 @@ class GreedyNarration:
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
         """Greedy narration; a ballot request waits until cancelled."""
-        if request.metadata.get("kind") == "choices":
+        if request.kind == "choices":
             await asyncio.Event().wait()
         async for delta in self.inner.generate(replace(request, temperature=0.0)):
             yield delta

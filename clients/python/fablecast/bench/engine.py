@@ -18,8 +18,8 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
-from inference.backends.scripted import ScriptedEngine
-from inference.types import EngineError, GenerationDelta, GenerationRequest
+from fablecast.inference.backends.scripted import ScriptedEngine
+from fablecast.inference.types import EngineError, GenerationDelta, GenerationRequest
 
 
 class StampEngine(ScriptedEngine):
@@ -34,7 +34,7 @@ class StampEngine(ScriptedEngine):
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
         """Stream ``max_tokens`` stamped words at ``tokens_per_s`` (choices: as scripted)."""
-        if request.metadata.get("kind", "narration") == "choices":
+        if request.kind == "choices":
             async for delta in super().generate(request):
                 yield delta
             return

@@ -27,10 +27,10 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from inference.backends import create_engine
-from inference.engine import EngineClient
-from inference.prompts import NarrationContext, StorySpec, narration_request
-from inference.types import GenerationDelta, GenerationRequest
+from fablecast.inference.backends import create_engine
+from fablecast.inference.engine import EngineClient
+from fablecast.inference.prompts import NarrationContext, StorySpec, narration_request
+from fablecast.inference.types import GenerationDelta, GenerationRequest
 
 _SETTINGS = (
     ("The Lantern Market", "A night market where every lantern holds a memory for sale."),
@@ -82,7 +82,7 @@ def _pcts(values_s: list[float]) -> dict[str, float]:
 
 def bench_specs(rooms: int) -> list[StorySpec]:
     """The story of each bench room (the room config's default style)."""
-    from server.config import RoomConfig
+    from fablecast.server.config import RoomConfig
 
     style = RoomConfig(name="x").style
     return [
@@ -176,7 +176,7 @@ async def bench_engine(
     await eng.start()
     start_s = time.monotonic() - t0
     try:
-        from server.bench.served import served_pass
+        from fablecast.bench.served import served_pass
 
         bare = bare_stream(eng)
         specs = bench_specs(rooms)

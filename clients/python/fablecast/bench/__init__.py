@@ -1,4 +1,4 @@
-"""Benchmarks of the server: fan-out, votes and soak (``fablecast bench ...``).
+"""Benchmarks: fan-out, votes, soak and the engine path (``fablecast bench ...``).
 
 Every bench runs on loopback only, in bounded steps, and prints one JSON object.
 The server under test runs in its own process, the load generator in others, so

@@ -1,4 +1,4 @@
-"""``fablecast bench fanout|votes|soak|plots``: the server benchmarks (see docs/benchmarks.md).
+"""``fablecast bench fanout|votes|soak|engine|plots``: benchmarks (see docs/benchmarks.md).
 
 Each command prints one JSON object on stdout (``--json``; a short human summary
 otherwise) and logs progress on stderr with ``-v``. Everything runs on 127.0.0.1.
@@ -7,18 +7,13 @@ otherwise) and logs progress on stderr with ``-v``. Everything runs on 127.0.0.1
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
-
-
-def _group(sub: SubParsers, groups: dict[str, SubParsers]) -> SubParsers:
-    from fablecast.cli import command_group
-
-    return command_group(sub, groups, "bench", "benchmarks (loopback only)")
 
 
 def _rates(text: str) -> tuple[float, ...]:
@@ -56,7 +51,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _fanout(args: argparse.Namespace) -> int:
-    from server.bench.fanout import run_fanout
+    from fablecast.bench.fanout import run_fanout
 
     result = run_fanout(
         rooms=args.rooms,
@@ -93,7 +88,7 @@ def _fanout(args: argparse.Namespace) -> int:
 
 
 def _votes(args: argparse.Namespace) -> int:
-    from server.bench.votes import run_votes
+    from fablecast.bench.votes import run_votes
 
     result = run_votes(
         rooms=args.rooms,
@@ -115,7 +110,7 @@ def _votes(args: argparse.Namespace) -> int:
 
 
 def _soak(args: argparse.Namespace) -> int:
-    from server.bench.soak import run_soak
+    from fablecast.bench.soak import run_soak
 
     result = run_soak(
         minutes=args.minutes,
@@ -146,7 +141,7 @@ def _soak(args: argparse.Namespace) -> int:
 
 
 def _plots(args: argparse.Namespace) -> int:
-    from server.bench.plots import main as plots_main
+    from fablecast.bench.plots import main as plots_main
 
     argv = ["--out", args.out, "--data", args.data]
     if args.quick:
@@ -157,12 +152,14 @@ def _plots(args: argparse.Namespace) -> int:
     return code
 
 
-def register(sub: SubParsers, groups: dict[str, SubParsers]) -> None:
-    """Add ``bench fanout``, ``bench votes``, ``bench soak`` and ``bench plots``."""
-    from server.bench.fanout import DEFAULT_RATES
-    from server.bench.votes import DEFAULT_VOTE_RATES
+def register(sub: SubParsers) -> None:
+    """Add the ``bench`` group: ``fanout``, ``votes``, ``soak``, ``engine``, ``plots``."""
+    from fablecast.bench.fanout import DEFAULT_RATES
+    from fablecast.bench.votes import DEFAULT_VOTE_RATES
 
-    bench = _group(sub, groups)
+    bench = sub.add_parser("bench", help="benchmarks (loopback only)").add_subparsers(
+        dest="bench_command", required=True, metavar="BENCH"
+    )
 
     p = bench.add_parser("fanout", help="fan-out capacity vs a bare websockets broadcast")
     _common(p)
@@ -204,9 +201,64 @@ def register(sub: SubParsers, groups: dict[str, SubParsers]) -> None:
     p.add_argument("--seed", type=int, default=1)
     p.set_defaults(func=_soak)
 
+    p = bench.add_parser(
+        "engine", help="tokens/s, TTFT, ITL: bare engine vs Fablecast's path, one run"
+    )
+    p.add_argument("--kind", default="vllm", help="engine kind (vllm, transformers, openai)")
+    p.add_argument("--model", default=None, help="model (default: bundled SmolLM2-135M)")
+    p.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=JSON",
+        help="engine option, e.g. --option enforce_eager=true (repeatable)",
+    )
+    p.add_argument("--rooms", type=int, default=32, help="concurrent rooms (one request each)")
+    p.add_argument("--tokens", type=int, default=128, help="max tokens per request")
+    p.add_argument("--passes", type=int, default=2, help="alternating passes per path")
+    p.add_argument("--json", action="store_true", help="print only the JSON object")
+    p.set_defaults(func=_engine)
+
     p = bench.add_parser("plots", help="run the sweeps and draw docs/img/*.png")
     p.add_argument("--out", default="docs/img")
     p.add_argument("--data", default="docs/img/bench-data.json")
     p.add_argument("--quick", action="store_true", help="small sweeps (minutes, not tens)")
     p.add_argument("--from-data", action="store_true", help="redraw from --data, run nothing")
     p.set_defaults(func=_plots)
+
+
+def _options(pairs: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, _, raw = pair.partition("=")
+        try:
+            out[key] = json.loads(raw)
+        except ValueError:
+            out[key] = raw
+    return out
+
+
+def _engine(args: argparse.Namespace) -> int:
+    import os
+
+    # vLLM logs to stdout by default: keep stdout for the JSON result.
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+    if args.json:
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    from fablecast.bench.enginebench import bench_engine
+
+    result = asyncio.run(
+        bench_engine(
+            kind=args.kind,
+            model=args.model,
+            options=_options(args.option),
+            rooms=args.rooms,
+            max_tokens=args.tokens,
+            passes=args.passes,
+        )
+    )
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(json.dumps(result, indent=2))
+    return 0

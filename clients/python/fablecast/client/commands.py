@@ -23,7 +23,7 @@ from typing import Final, TextIO
 
 import msgspec
 
-from fablecast.client import (
+from fablecast.client.connection import (
     Backoff,
     ConnectError,
     FablecastClient,
@@ -32,9 +32,9 @@ from fablecast.client import (
     NotConnectedError,
     ReconnectFailed,
 )
-from fablecast.view import StoryView
-from protocol.codes import CloseCode
-from protocol.messages import (
+from fablecast.client.view import StoryView
+from fablecast.protocol.codes import CloseCode
+from fablecast.protocol.messages import (
     Ballot,
     BeatAbort,
     BeatEnd,
@@ -510,12 +510,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def register(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser],
-    groups: dict[str, argparse._SubParsersAction[argparse.ArgumentParser]],
-) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``watch`` and ``play`` to the ``fablecast`` command."""
-    del groups  # no shared group
     watch = sub.add_parser(
         "watch", help="stream a room's story to the terminal", description=_watch_doc()
     )

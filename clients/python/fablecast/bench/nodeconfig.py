@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from server.bench.engine import StampEngine
-from server.config import Config, EngineConfig, RoomConfig, ServerConfig
-from server.node import Node
+from fablecast.bench.engine import StampEngine
+from fablecast.server.config import Config, EngineConfig, RoomConfig, ServerConfig
+from fablecast.server.node import Node
 
 #: ServerConfig fields a bench may override through its options (``server`` dict).
 _SERVER_KEYS = frozenset(ServerConfig.__struct_fields__)

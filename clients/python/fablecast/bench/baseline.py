@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 import websockets
 from websockets.asyncio.server import Server, ServerConnection
 
-from inference.types import ChatMessage, GenerationRequest
-from protocol.codec import CODECS, Codec, codec_for_subprotocol
-from protocol.messages import REACTIONS, Limits, Mood, Snapshot, Token, Welcome
-from protocol.version import SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK
-from server.bench.engine import StampEngine
+from fablecast.bench.engine import StampEngine
+from fablecast.inference.types import ChatMessage, GenerationRequest
+from fablecast.protocol.codec import CODECS, Codec, codec_for_subprotocol
+from fablecast.protocol.messages import REACTIONS, Limits, Mood, Snapshot, Token, Welcome
+from fablecast.protocol.version import SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK
 
 
 @dataclass(slots=True)
@@ -94,7 +94,6 @@ class BaselineServer:
                 messages=(ChatMessage("user", "go"),),
                 max_tokens=self.beat_tokens,
                 room=room.name,
-                metadata={"kind": "narration"},
             )
             async for delta in self.engine.generate(request):
                 room.pending.append(delta.text)

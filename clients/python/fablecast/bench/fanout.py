@@ -33,10 +33,10 @@ import platform
 import time
 from typing import Any
 
-from server.bench.loadgen import loadgen_main
-from server.bench.procs import Child, ask_all
-from server.bench.serverproc import server_main
-from server.bench.stats import Histogram, merge_spread, spread_histogram
+from fablecast.bench.loadgen import loadgen_main
+from fablecast.bench.procs import Child, ask_all
+from fablecast.bench.serverproc import server_main
+from fablecast.bench.stats import Histogram, merge_spread, spread_histogram
 
 #: Default token-rate steps (tokens per second per room).
 # fmt: off
