@@ -1,7 +1,10 @@
 """The async side of the scheduler: ``ScheduledEngine`` wraps an engine with the policy.
 
 ``fablecast.inference.scheduler.Scheduler`` decides (pure, explicit ``now``);
-this module waits, wakes, aborts and reports each room's status change once.
+this module waits, wakes, aborts, and reports each room's queue status
+(``busy``, ``stalled``, ``ok``) to ``on_status``. It keeps no narrator state:
+the room owns it and publishes each change once; engine failures reach the
+room as the exception its request raises.
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ from fablecast.inference.types import (
     EngineBusy,
     EngineError,
     EngineHealth,
-    EngineStalled,
     GenerationDelta,
     GenerationRequest,
 )
@@ -53,7 +55,6 @@ class ScheduledEngine:
         self._clock = clock
         self._sched: Scheduler | None = None
         self._waiters: dict[str, asyncio.Future[bool]] = {}
-        self._room_state: dict[str, RoomState] = {}
 
     # -- EngineClient -----------------------------------------------------------
 
@@ -127,7 +128,6 @@ class ScheduledEngine:
     def forget_room(self, room: str) -> None:
         """Drop the state kept for a closed room."""
         self.scheduler.forget_room(room)
-        self._room_state.pop(room, None)
 
     # -- internals --------------------------------------------------------------
 
@@ -135,9 +135,6 @@ class ScheduledEngine:
         return self._clock() if self._clock else asyncio.get_running_loop().time()
 
     def _status(self, room: str, state: RoomState, message: str) -> None:
-        if self._room_state.get(room, "ok") == state:
-            return
-        self._room_state[room] = state
         if self.on_status is not None:
             self.on_status(room, state, message)
 
@@ -204,20 +201,16 @@ class ScheduledEngine:
                 raise EngineError(f"engine not ready: {health.detail or 'down'}")
             agen = self.engine.generate(replace(request, max_tokens=ticket.max_tokens))
             try:
+                first = True
                 async for delta in agen:
                     used += delta.tokens
-                    if self._room_state.get(room, "ok") != "ok":
+                    if first:  # the room was maybe shown busy or stalled: no longer
+                        first = False
                         self._status(room, "ok", "engine streaming")
                     yield delta
                     if delta.finished:
                         return
             finally:
                 await close_stream(agen)
-        except EngineStalled as exc:
-            self._status(room, "stalled", str(exc))
-            raise
-        except EngineError as exc:
-            self._status(room, "down", str(exc))
-            raise
         finally:
             self._wake(s.release(request.request_id, used, self._now()))

@@ -37,10 +37,11 @@ Rules (in the order they apply):
 5. **Cancellation.** ``cancel(request_id)`` and ``cancel_room(room)`` remove
    queued requests and report running ones, which the wrapper aborts in the
    engine (room closed, veto, rewind).
-6. **Status.** A room's status is ``ok`` while its requests run, ``busy`` while
-   one waits in the queue or was refused, ``stalled`` when one waited
-   ``stalled_after_s`` or more, ``down`` when the engine failed; the wrapper
-   reports each change once through ``on_status(room, state, message)``.
+6. **Status.** A room's queue status is ``busy`` while one of its requests
+   waits in the queue or was refused, ``stalled`` when one waited
+   ``stalled_after_s`` or more, ``ok`` when its request streams; the wrapper
+   reports them through ``on_status(room, state, message)``. Engine failures
+   are raised to the room, the one owner of the narrator's state.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ from fablecast.inference.types import (
     EngineError,
 )
 
-RoomState = Literal["ok", "busy", "stalled", "down"]
+RoomState = Literal["ok", "busy", "stalled"]
 StatusCallback = Callable[[str, RoomState, str], None]
 
 

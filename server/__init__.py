@@ -1,1 +1,1 @@
-"""Fablecast server: sessions, rooms, fan-out hub, HTTP probes and metrics."""
+"""Fablecast server: the node, rooms, sessions, streams and fan-out, HTTP and metrics."""

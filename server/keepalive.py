@@ -14,7 +14,7 @@ websockets':
   connection: ``on_timeout`` (the node closes it with 1011, as websockets does);
 - a connection whose write buffer is above its low-water mark is not pinged
   this sweep (its writing may be paused, and websockets' keepalive would wait
-  in ``drain`` too); falling behind on room frames is the hub's business (4008).
+  in ``drain`` too); falling behind on room frames is the fan-out's business (4008).
 
 Pings go through ``ServerConnection.ping()``, so websockets matches pongs and
 keeps ``connection.latency`` up to date as before.

@@ -1,7 +1,7 @@
 """One client connection: decode and validate, rate-limit, route to the room, write replies.
 
 A session never awaits a write: replies and room frames go to the transport's
-write buffer (its outbox), which the hub bounds (``outbox_max_bytes``, 4008).
+write buffer (its outbox), which the fan-out bounds (``outbox_max_bytes``, 4008).
 
 Policy on bad input (every case answered, nothing of the room's state lost):
 - undecodable / unknown / invalid message -> ``error`` with its code; after
@@ -79,7 +79,7 @@ class Session:
         self._bad = 0
         self._violations = 0
 
-    # ------------------------------------------------------------------ hub side
+    # ------------------------------------------------------------------ fan-out side
 
     @property
     def connection(self) -> object:
@@ -98,7 +98,7 @@ class Session:
     def write(self, frames: list[bytes]) -> None:
         """Write queued replies, then ``frames`` (WebSocket frames), in one ``writelines``.
 
-        Room frames arrive framed once per codec by the hub (``server.wire``), the
+        Room frames arrive framed once per codec by the fan-out (``server.wire``), the
         same bytes for every client; this writes them straight to the transport,
         so a tick costs one system call per client and no copy. Nothing else
         writes data frames on this connection, so no frame can interleave with a
@@ -131,7 +131,7 @@ class Session:
             return
         self._count(message)
         self._replies.append(self._frame(message))
-        runner.channel.reply_queued(self)
+        runner.fanout.reply_queued(self)
 
     def _count(self, message: m.ServerMessage) -> None:
         if isinstance(message, m.Error):

@@ -2,7 +2,7 @@
 
 A server's frames are never masked, and Fablecast's connections use no
 extension (``compression=None``), so the bytes of a frame on the wire are the
-same for every client of a codec. The hub frames each room frame once per codec
+same for every client of a codec. The fan-out frames each room frame once per codec
 per tick and writes the very same ``bytes`` to every subscriber, instead of
 letting each connection frame it again (``websockets.broadcast`` frames per
 client: one header-plus-payload copy per client per frame; framing was about

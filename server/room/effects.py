@@ -1,8 +1,8 @@
 """Events into the room core and effects out of it. Plain values, no I/O.
 
 The runner (``runner.py``) is the only code that turns effects into I/O:
-``Publish`` and ``AppendText`` go to the room's hub channel, ``MarkDirty`` makes
-the hub ask the room for a latest-value frame on its next tick, ``Reply`` goes to
+``Publish`` and ``AppendText`` go to the room's stream, ``MarkDirty`` makes
+the stream ask the room for a latest-value frame on its next tick, ``Reply`` goes to
 the session whose event caused it, requests go to the narrator, timers to the loop.
 """
 
@@ -126,7 +126,7 @@ Event = (
 
 @dataclass(frozen=True, slots=True)
 class Publish:
-    """Broadcast a room frame (the hub stamps epoch and seq, in order)."""
+    """Broadcast a room frame (the stream stamps epoch and seq, in order)."""
 
     frame: RoomMessage
 

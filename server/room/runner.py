@@ -1,8 +1,9 @@
 """The room runner: the only awaiting code of a room.
 
 It feeds events to the pure ``Room`` and carries out the effects it returns:
-frames to the hub channel, replies to the session that caused them, engine
-requests to the narrator (one task at a time), timers to the event loop.
+frames to the room's stream, replies to the session that caused them, engine
+requests to the narrator (one task at a time), timers to the event loop; and on
+the node's tick, ``flush`` hands the stream's stamped frames to the fan-out.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from fablecast.inference.narrator import Narrator
 from fablecast.inference.prompts import NarrationContext, PastBeat, StorySpec, mood_directive
 from fablecast.inference.types import EngineBusy, EngineStalled
 from fablecast.protocol.messages import ServerMessage
-from fablecast.server.hub import RoomChannel
+from fablecast.server.fanout import Fanout
 from fablecast.server.metrics import Metrics
 from fablecast.server.room import effects as fx
 from fablecast.server.room.mood import MoodSnapshot
-from fablecast.server.room.state import Room
+from fablecast.server.room.state import Room, RoomSettings
+from fablecast.server.stream import RoomStream
 
 log = logging.getLogger(__name__)
 
@@ -35,20 +37,22 @@ class Origin(Protocol):
 
 
 class RoomRunner:
-    """Owns one ``Room``, its channel and its engine request."""
+    """Owns one ``Room``, its stream, its local fan-out and its engine request."""
 
     def __init__(
         self,
         room: Room,
-        channel: RoomChannel,
+        *,
+        stream: RoomStream,
+        fanout: Fanout,
         narrator: Narrator,
         spec: StorySpec,
         metrics: Metrics,
-        *,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.room = room
-        self.channel = channel
+        self.stream = stream
+        self.fanout = fanout
         self.narrator = narrator
         self.spec = spec
         self.metrics = metrics
@@ -62,6 +66,20 @@ class RoomRunner:
     def name(self) -> str:
         """The room's name."""
         return self.room.name
+
+    @property
+    def settings(self) -> RoomSettings:
+        """The room's settings (vote window, limits, ...)."""
+        return self.room.settings
+
+    @property
+    def viewer_count(self) -> int:
+        """Viewers the room counts (one per participant, whatever its connections)."""
+        return self.room.viewer_count
+
+    def flush(self) -> None:
+        """The tick: stamp what the room published since the last one and send it."""
+        self.fanout.send(self.stream.flush(self.fanout.codecs()))
 
     def start(self) -> None:
         """Open the room (narration begins when a viewer is present, per settings)."""
@@ -91,7 +109,7 @@ class RoomRunner:
             self._apply(effect, origin)
 
     def _apply(self, effect: fx.Effect, origin: Origin | None) -> None:
-        ch = self.channel
+        ch = self.stream
         match effect:
             case fx.Publish(frame):
                 ch.publish(frame)

@@ -227,9 +227,7 @@ class Room:
                     del self._timers[timer]
                     self._on_timer(timer, now, out)
             case fx.NarratorStatus(state, message):
-                if state != self.narrator:
-                    self.narrator = state
-                    out.append(fx.Publish(m.Narrator(state=state, message=message)))
+                self._set_narrator(state, message, out)
         return out
 
     # ------------------------------------------------------------------ transitions
@@ -376,6 +374,17 @@ class Room:
         out.append(fx.MarkDirty("tally"))
         self._arm("vote_close", self.window.closes_at, out)
 
+    def _set_narrator(self, state: m.NarratorState, message: str, out: list[fx.Effect]) -> None:
+        """The narrator's state has one owner, the room: one ``narrator`` frame per change.
+
+        The scheduler reports queue states (busy, stalled, ok) as they happen and
+        the runner reports engine failures; either may repeat a state, which
+        changes nothing here.
+        """
+        if state != self.narrator:
+            self.narrator = state
+            out.append(fx.Publish(m.Narrator(state=state, message=message)))
+
     def _on_failure(
         self, reason: str, stalled: bool, now: float, out: list[fx.Effect], *, busy: bool = False
     ) -> None:
@@ -388,8 +397,7 @@ class Room:
         self._stage = None
         self._retry_stage = stage
         self._failures += 1
-        self.narrator = "busy" if busy else "stalled" if stalled else "down"
-        out.append(fx.Publish(m.Narrator(state=self.narrator, message=reason)))
+        self._set_narrator("busy" if busy else "stalled" if stalled else "down", reason, out)
         self._go(Step.ENGINE_FAILED, out, reason="busy" if busy else "engine")
         delay = min(self.settings.retry_max_s, self.settings.retry_s * 2 ** (self._failures - 1))
         self._arm("retry", now + delay, out)
@@ -421,8 +429,7 @@ class Room:
             else:
                 self._narrate(now, out, Step.REVEAL_DONE)
         elif timer == "retry" and self.phase is Phase.PAUSED and self.reason in ("engine", "busy"):
-            self.narrator = "ok"
-            out.append(fx.Publish(m.Narrator(state="ok", message="retrying")))
+            self._set_narrator("ok", "retrying", out)
             if self._retry_stage == "choices":
                 self._stage = "choices"
                 self._go(Step.RESUME, out)

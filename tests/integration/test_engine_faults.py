@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import msgspec
@@ -52,6 +53,11 @@ async def test_a_failed_or_stalled_beat_is_aborted_paused_and_retold(fault: str)
             f for f in c.seen if isinstance(f, m.Token) and f.seq > again.seq and f.beat == 1
         ]
         assert "".join(t.text for t in tokens_after).strip() == end.text
+        # The room is the one owner of the narrator's state: one frame per change
+        # (down or stalled, then ok when retrying), never the same state twice in a row.
+        states = [f.state for f in c.seen if isinstance(f, m.Narrator)]
+        assert states[:2] == [narrator.state, "ok"]
+        assert all(a != b for a, b in itertools.pairwise(states)), states
         await c.ws.close()
     finally:
         await node.stop()

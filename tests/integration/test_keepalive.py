@@ -40,7 +40,7 @@ async def node() -> AsyncIterator[Node]:
 async def test_a_client_that_answers_pings_stays(node: Node) -> None:
     client = await connect(node, ping_interval=None)  # only the server pings
     await client.until(lambda f: isinstance(f, m.Snapshot))
-    (sub,) = node.rooms["demo"].channel.subscribers()
+    (sub,) = node.rooms["demo"].fanout.subscribers()
     server_side = sub.connection
 
     async def read_on() -> None:  # a client that does not read cannot answer pings
@@ -63,7 +63,7 @@ async def test_a_client_that_answers_pings_stays(node: Node) -> None:
 async def test_handshake_headers_are_freed_but_the_path_stays(node: Node) -> None:
     client = await connect(node, additional_headers={"X-Filler": "x" * 2000})
     await client.until(lambda f: isinstance(f, m.Snapshot))
-    (sub,) = node.rooms["demo"].channel.subscribers()
+    (sub,) = node.rooms["demo"].fanout.subscribers()
     ws = sub.connection
     assert ws.request.path == "/rooms/demo"  # type: ignore[attr-defined]
     assert len(ws.request.headers) == 0  # type: ignore[attr-defined]
@@ -114,4 +114,4 @@ async def test_a_client_that_never_answers_is_closed_with_1011(node: Node) -> No
     assert (code, reason) == (CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
     assert node.keepalive.timeouts == 1
     assert await wait_for(lambda: len(node.keepalive) == 0, 2.0)
-    assert node.rooms["demo"].channel.subscriber_count == 0
+    assert node.rooms["demo"].fanout.subscriber_count == 0

@@ -47,7 +47,7 @@ def make_node(engine: StampEngine, opts: dict[str, Any]) -> Node:
 
 def node_connections(node: Node) -> int:
     """Viewers attached to the node's rooms."""
-    return sum(r.channel.subscriber_count for r in node.rooms.values())
+    return sum(r.fanout.subscriber_count for r in node.rooms.values())
 
 
 def node_counters(node: Node) -> dict[str, float]:
@@ -76,6 +76,6 @@ def room_state_bytes(node: Node) -> int:
     total = 0
     for runner in node.rooms.values():
         room = runner.room
-        total += runner.channel.history.bytes + len(room.partial.text())
+        total += runner.stream.history.bytes + len(room.partial.text())
         total += sum(len(b.text) + len(b.choice or "") for b in room.story)
     return total

@@ -1,4 +1,9 @@
-"""server/hub.py RoomChannel: stamp, coalesce, encode once per codec, history, slow clients.
+"""A room's tick, stream then fan-out: stamp, coalesce, encode once per codec, slow clients.
+
+``Channel`` below is the room's tick as ``RoomRunner.flush`` does it
+(``RoomStream.flush`` into ``Fanout.send``) plus the resume path of
+``ws.Admission.join`` (``RoomStream.missed``, then ``Fanout.attach``), without
+welcome and snapshot.
 
 Fake subscribers record every ``write`` (one per flush per subscriber: its
 replies and the tick's frames), so each sees, in order, every frame written to
@@ -7,18 +12,90 @@ it, replays included.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from fablecast.protocol import messages as m
 from fablecast.protocol.codec import JSON, MSGPACK, Codec
-from fablecast.server.history import History
-from fablecast.server.hub import RoomChannel
+from fablecast.server.fanout import Fanout, Subscriber, wire_frames
+from fablecast.server.history import Entry, History
 from fablecast.server.metrics import Metrics
+from fablecast.server.room.effects import StateKind
+from fablecast.server.stream import RoomStream
 from tests.support import unframe
 
 WRITES: list[tuple[Any, list[bytes]]] = []
+
+
+class Channel:
+    """A ``RoomStream`` flushed into a ``Fanout``, as a room's tick and join use them."""
+
+    def __init__(
+        self,
+        room: str,
+        *,
+        state: Callable[[StateKind], Any],
+        metrics: Metrics,
+        history: History | None = None,
+        outbox_max_bytes: int = 1024 * 1024,
+        slow_check_s: float = 0.1,
+        clock: Callable[[], float] = time.monotonic,
+        epoch: str | None = None,
+    ) -> None:
+        self.stream = RoomStream(
+            room, state=state, metrics=metrics, history=history, clock=clock, epoch=epoch
+        )
+        self.fanout = Fanout(
+            metrics, outbox_max_bytes=outbox_max_bytes, slow_check_s=slow_check_s, clock=clock
+        )
+        self.publish = self.stream.publish
+        self.append_text = self.stream.append_text
+        self.mark_dirty = self.stream.mark_dirty
+        self.detach = self.fanout.detach
+        self.reply_queued = self.fanout.reply_queued
+        self.subscribers = self.fanout.subscribers
+
+    @property
+    def epoch(self) -> str:
+        return self.stream.epoch
+
+    @property
+    def seq(self) -> int:
+        return self.stream.seq
+
+    @property
+    def history(self) -> History:
+        return self.stream.history
+
+    @property
+    def subscriber_count(self) -> int:
+        return self.fanout.subscriber_count
+
+    @property
+    def has_pending(self) -> bool:
+        return self.stream.has_pending or self.fanout.has_replies
+
+    def flush(self) -> int:
+        entries = self.stream.flush(self.fanout.codecs())
+        self.fanout.send(entries)
+        return len(entries)
+
+    def missed(self, epoch: str | None, since: int) -> list[Entry] | None:
+        return self.stream.missed(epoch, since, self.fanout.outbox_max_bytes)
+
+    def attach(self, sub: Subscriber, *, epoch: str | None, since: int | None) -> bool | None:
+        self.flush()
+        recovered = None
+        if since is not None:
+            entries = self.missed(epoch, since)
+            recovered = entries is not None
+            if entries:
+                sub.write(wire_frames(entries, sub.codec))
+        self.fanout.attach(sub)
+        return recovered
 
 
 class FakeConn:
@@ -119,8 +196,8 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def ch(sent: Broadcasts, state: State, metrics: Metrics, clock: Clock) -> RoomChannel:
-    return RoomChannel("demo", state=state, metrics=metrics, clock=clock, epoch="ep0")
+def ch(sent: Broadcasts, state: State, metrics: Metrics, clock: Clock) -> Channel:
+    return Channel("demo", state=state, metrics=metrics, clock=clock, epoch="ep0")
 
 
 def sample(metrics: Metrics, name: str) -> float:
@@ -128,14 +205,14 @@ def sample(metrics: Metrics, name: str) -> float:
     return 0.0 if value is None else value
 
 
-def history_frames(ch: RoomChannel) -> list[Any]:
+def history_frames(ch: Channel) -> list[Any]:
     return [e.frame for e in ch.history.since(0, ch.seq) or []]
 
 
 # --------------------------------------------------------------------------- coalescing
 
 
-def test_text_is_coalesced_into_one_token_per_tick(ch: RoomChannel) -> None:
+def test_text_is_coalesced_into_one_token_per_tick(ch: Channel) -> None:
     sub = FakeSub(JSON)
     ch.attach(sub, epoch=None, since=None)
     for part in ("Once ", "upon ", "a time"):
@@ -144,7 +221,7 @@ def test_text_is_coalesced_into_one_token_per_tick(ch: RoomChannel) -> None:
     assert sub.received() == [m.Token(epoch="ep0", seq=1, beat=1, text="Once upon a time")]
 
 
-def test_text_of_different_beats_is_not_merged(ch: RoomChannel) -> None:
+def test_text_of_different_beats_is_not_merged(ch: Channel) -> None:
     sub = FakeSub(JSON)
     ch.attach(sub, epoch=None, since=None)
     ch.append_text(1, "end of one. ")
@@ -157,7 +234,7 @@ def test_text_of_different_beats_is_not_merged(ch: RoomChannel) -> None:
     ]
 
 
-def test_discrete_frames_keep_their_order_relative_to_text(ch: RoomChannel) -> None:
+def test_discrete_frames_keep_their_order_relative_to_text(ch: Channel) -> None:
     sub = FakeSub(MSGPACK)
     ch.attach(sub, epoch=None, since=None)
     ch.append_text(1, "a")
@@ -173,7 +250,7 @@ def test_discrete_frames_keep_their_order_relative_to_text(ch: RoomChannel) -> N
     assert [f.seq for f in got] == [1, 2, 3, 4, 5]
 
 
-def test_dirty_state_is_sent_once_at_the_end(ch: RoomChannel, state: State) -> None:
+def test_dirty_state_is_sent_once_at_the_end(ch: Channel, state: State) -> None:
     sub = FakeSub(JSON)
     ch.attach(sub, epoch=None, since=None)
     ch.mark_dirty("tally")
@@ -191,7 +268,7 @@ def test_dirty_state_is_sent_once_at_the_end(ch: RoomChannel, state: State) -> N
     assert state.asked == ["tally", "presence"]
 
 
-def test_dirty_state_is_the_latest_value_at_flush(ch: RoomChannel, state: State) -> None:
+def test_dirty_state_is_the_latest_value_at_flush(ch: Channel, state: State) -> None:
     sub = FakeSub(JSON)
     ch.attach(sub, epoch=None, since=None)
     ch.mark_dirty("presence")
@@ -200,7 +277,7 @@ def test_dirty_state_is_the_latest_value_at_flush(ch: RoomChannel, state: State)
     assert sub.received() == [m.Presence(epoch="ep0", seq=1, viewers=99)]
 
 
-def test_dirty_state_without_a_value_consumes_no_seq(ch: RoomChannel, state: State) -> None:
+def test_dirty_state_without_a_value_consumes_no_seq(ch: Channel, state: State) -> None:
     state.values["tally"] = None
     ch.mark_dirty("tally")
     assert ch.flush() == 0
@@ -214,7 +291,7 @@ def test_dirty_state_without_a_value_consumes_no_seq(ch: RoomChannel, state: Sta
 # --------------------------------------------------------------------------- stamping
 
 
-def test_seq_is_contiguous_across_flushes(ch: RoomChannel) -> None:
+def test_seq_is_contiguous_across_flushes(ch: Channel) -> None:
     sub = FakeSub(JSON)
     ch.attach(sub, epoch=None, since=None)
     assert ch.flush() == 0  # nothing pending: no seq used
@@ -232,7 +309,7 @@ def test_seq_is_contiguous_across_flushes(ch: RoomChannel) -> None:
     assert ch.seq == 5
 
 
-def test_published_frames_are_not_mutated(ch: RoomChannel) -> None:
+def test_published_frames_are_not_mutated(ch: Channel) -> None:
     frame = m.Presence(viewers=1)
     ch.publish(frame)
     ch.flush()
@@ -240,13 +317,13 @@ def test_published_frames_are_not_mutated(ch: RoomChannel) -> None:
 
 
 def test_random_epoch_by_default(sent: Broadcasts, state: State, metrics: Metrics) -> None:
-    a = RoomChannel("a", state=state, metrics=metrics)
-    b = RoomChannel("b", state=state, metrics=metrics)
+    a = Channel("a", state=state, metrics=metrics)
+    b = Channel("b", state=state, metrics=metrics)
     assert a.epoch != b.epoch
     assert len(a.epoch) == 8
 
 
-def test_history_gets_every_stamped_frame(ch: RoomChannel) -> None:
+def test_history_gets_every_stamped_frame(ch: Channel) -> None:
     ch.publish(m.BeatStart(beat=1))  # nobody listening: still kept
     ch.flush()
     sub = FakeSub(JSON)
@@ -262,7 +339,7 @@ def test_history_gets_every_stamped_frame(ch: RoomChannel) -> None:
 
 
 def test_history_bounds_apply(sent: Broadcasts, state: State, metrics: Metrics) -> None:
-    ch = RoomChannel("r", state=state, metrics=metrics, history=History(max_frames=3))
+    ch = Channel("r", state=state, metrics=metrics, history=History(max_frames=3))
     for n in range(5):
         ch.publish(m.Presence(viewers=n))
         ch.flush()
@@ -270,7 +347,7 @@ def test_history_bounds_apply(sent: Broadcasts, state: State, metrics: Metrics) 
     assert ch.history.first_seq == 3
 
 
-def test_history_entry_size_is_its_largest_encoding(ch: RoomChannel) -> None:
+def test_history_entry_size_is_its_largest_encoding(ch: Channel) -> None:
     ch.attach(FakeSub(JSON), epoch=None, since=None)
     ch.attach(FakeSub(MSGPACK), epoch=None, since=None)
     frame = m.Token(beat=1, text="some narration text " * 5)
@@ -284,7 +361,7 @@ def test_history_entry_size_is_its_largest_encoding(ch: RoomChannel) -> None:
 # --------------------------------------------------------------------------- fan-out
 
 
-def test_encode_once_per_codec(ch: RoomChannel, sent: Broadcasts, metrics: Metrics) -> None:
+def test_encode_once_per_codec(ch: Channel, sent: Broadcasts, metrics: Metrics) -> None:
     jc, mc = CountingCodec(JSON), CountingCodec(MSGPACK)
     jsubs = [FakeSub(jc) for _ in range(3)]
     msubs = [FakeSub(mc) for _ in range(2)]
@@ -313,7 +390,7 @@ def test_encode_once_per_codec(ch: RoomChannel, sent: Broadcasts, metrics: Metri
     assert sample(metrics, "fablecast_frames_sent_total") == 20
 
 
-def test_no_subscribers_still_stamps(ch: RoomChannel, sent: Broadcasts, metrics: Metrics) -> None:
+def test_no_subscribers_still_stamps(ch: Channel, sent: Broadcasts, metrics: Metrics) -> None:
     ch.publish(m.Presence(viewers=0))
     assert ch.flush() == 1
     assert sent.calls == []
@@ -324,7 +401,7 @@ def test_no_subscribers_still_stamps(ch: RoomChannel, sent: Broadcasts, metrics:
 def test_slow_subscriber_is_dropped_and_others_still_receive(
     sent: Broadcasts, state: State, metrics: Metrics
 ) -> None:
-    ch = RoomChannel("r", state=state, metrics=metrics, outbox_max_bytes=1000, epoch="e")
+    ch = Channel("r", state=state, metrics=metrics, outbox_max_bytes=1000, epoch="e")
     fast_j, fast_m = FakeSub(JSON, buffered=1000), FakeSub(MSGPACK)  # at the bound: kept
     slow_j, slow_m = FakeSub(JSON, buffered=1001), FakeSub(MSGPACK, buffered=10**6)
     for sub in (fast_j, slow_j, fast_m, slow_m):
@@ -347,7 +424,7 @@ def test_slow_subscriber_is_dropped_and_others_still_receive(
     assert [f.seq for f in fast_j.received()] == [1, 2, 3]
 
 
-def test_token_latency_is_observed(ch: RoomChannel, clock: Clock, metrics: Metrics) -> None:
+def test_token_latency_is_observed(ch: Channel, clock: Clock, metrics: Metrics) -> None:
     ch.append_text(1, "a", t=99.0)
     ch.append_text(1, "b")  # at clock time 100
     clock.t = 100.5
@@ -359,13 +436,13 @@ def test_token_latency_is_observed(ch: RoomChannel, clock: Clock, metrics: Metri
 # --------------------------------------------------------------------------- attach / detach
 
 
-def _publish_n(ch: RoomChannel, n: int) -> None:
+def _publish_n(ch: Channel, n: int) -> None:
     for i in range(n):
         ch.publish(m.Presence(viewers=i))
         ch.flush()
 
 
-def test_attach_flushes_first_so_pending_frames_are_not_live(ch: RoomChannel) -> None:
+def test_attach_flushes_first_so_pending_frames_are_not_live(ch: Channel) -> None:
     ch.publish(m.BeatStart(beat=1))
     sub = FakeSub(JSON)
     assert ch.attach(sub, epoch=None, since=None) is None
@@ -373,7 +450,7 @@ def test_attach_flushes_first_so_pending_frames_are_not_live(ch: RoomChannel) ->
     assert ch.seq == 1
 
 
-def test_attach_with_resume_replays_exactly_the_missed_frames(ch: RoomChannel) -> None:
+def test_attach_with_resume_replays_exactly_the_missed_frames(ch: Channel) -> None:
     _publish_n(ch, 6)
     sub = FakeSub(MSGPACK)
     assert ch.attach(sub, epoch="ep0", since=3) is True
@@ -384,7 +461,7 @@ def test_attach_with_resume_replays_exactly_the_missed_frames(ch: RoomChannel) -
     assert [f.seq for f in sub.received()] == [4, 5, 6, 7]
 
 
-def test_attach_replays_pending_frames_too(ch: RoomChannel) -> None:
+def test_attach_replays_pending_frames_too(ch: Channel) -> None:
     _publish_n(ch, 2)
     ch.append_text(1, "pending")
     sub = FakeSub(JSON)
@@ -394,7 +471,7 @@ def test_attach_replays_pending_frames_too(ch: RoomChannel) -> None:
     assert got[-1].text == "pending"
 
 
-def test_attach_up_to_date_is_recovered_with_nothing_to_replay(ch: RoomChannel) -> None:
+def test_attach_up_to_date_is_recovered_with_nothing_to_replay(ch: Channel) -> None:
     _publish_n(ch, 3)
     sub = FakeSub(JSON)
     assert ch.attach(sub, epoch="ep0", since=3) is True
@@ -409,7 +486,7 @@ def test_attach_up_to_date_is_recovered_with_nothing_to_replay(ch: RoomChannel) 
 def test_attach_resume_that_cannot_be_served(
     sent: Broadcasts, state: State, metrics: Metrics, epoch: str | None, since: int
 ) -> None:
-    ch = RoomChannel("r", state=state, metrics=metrics, history=History(max_frames=3), epoch="ep0")
+    ch = Channel("r", state=state, metrics=metrics, history=History(max_frames=3), epoch="ep0")
     _publish_n(ch, 6)  # history keeps 4..6
     sub = FakeSub(JSON)
     assert ch.attach(sub, epoch=epoch, since=since) is False
@@ -420,7 +497,7 @@ def test_attach_resume_that_cannot_be_served(
 def test_a_replay_larger_than_the_outbox_bound_is_a_resync(
     sent: Broadcasts, state: State, metrics: Metrics
 ) -> None:
-    ch = RoomChannel("r", state=state, metrics=metrics, epoch="ep0", outbox_max_bytes=200)
+    ch = Channel("r", state=state, metrics=metrics, epoch="ep0", outbox_max_bytes=200)
     for i in range(6):
         ch.publish(m.BeatEnd(beat=i, text="x" * 60))  # ~100 bytes encoded each
         ch.flush()
@@ -431,7 +508,7 @@ def test_a_replay_larger_than_the_outbox_bound_is_a_resync(
     assert sub.frames == []
 
 
-def test_replay_reuses_cached_encodings(ch: RoomChannel) -> None:
+def test_replay_reuses_cached_encodings(ch: Channel) -> None:
     jc = CountingCodec(JSON)
     live = FakeSub(jc)
     ch.attach(live, epoch=None, since=None)
@@ -443,7 +520,7 @@ def test_replay_reuses_cached_encodings(ch: RoomChannel) -> None:
     assert late.frames == live.frames
 
 
-def test_detach_is_idempotent(ch: RoomChannel) -> None:
+def test_detach_is_idempotent(ch: Channel) -> None:
     a, b = FakeSub(JSON), FakeSub(MSGPACK)
     ch.attach(a, epoch=None, since=None)
     ch.attach(b, epoch=None, since=None)
@@ -458,14 +535,14 @@ def test_detach_is_idempotent(ch: RoomChannel) -> None:
     assert len(b.frames) == 1
 
 
-def test_same_connection_attached_twice_is_one_subscriber(ch: RoomChannel) -> None:
+def test_same_connection_attached_twice_is_one_subscriber(ch: Channel) -> None:
     a = FakeSub(JSON)
     ch.attach(a, epoch=None, since=None)
     ch.attach(a, epoch=None, since=None)
     assert ch.subscriber_count == 1
 
 
-def test_replies_go_out_with_the_next_flush(ch: RoomChannel, sent: Broadcasts) -> None:
+def test_replies_go_out_with_the_next_flush(ch: Channel, sent: Broadcasts) -> None:
     sub = FakeSub(JSON)
     ch.attach(sub, epoch=None, since=None)
     # A session queues its reply and tells the channel; the flush writes it even
@@ -482,7 +559,7 @@ def test_replies_go_out_with_the_next_flush(ch: RoomChannel, sent: Broadcasts) -
 def test_slow_check_runs_at_most_every_slow_check_s(
     sent: Broadcasts, state: State, metrics: Metrics, clock: Clock
 ) -> None:
-    ch = RoomChannel(
+    ch = Channel(
         "demo", state=state, metrics=metrics, clock=clock, outbox_max_bytes=10, slow_check_s=0.1
     )
     sub = FakeSub(JSON)

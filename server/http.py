@@ -1,0 +1,181 @@
+"""HTTP on the WebSocket port: a route table of plain handlers, static files, JSON.
+
+websockets hands every request to ``Router.__call__`` before the handshake: a
+handler returns a ``Response`` (the request is answered and closed), or the
+router returns None for the WebSocket paths (``/rooms/<room>``), so the
+handshake goes on (426 without an Upgrade header).
+
+Routes are ``(pattern, handler)``: a pattern is a path with ``{name}``
+segments (``/api/rooms/{room}/transcript``); the handler gets the request and
+the matched segments. Only GET and HEAD are routed (405 otherwise); HEAD is
+answered as GET without the body. ``StaticFiles`` serves a directory with
+strong ETags (content hashes) so browsers revalidate cheaply.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http
+import mimetypes
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import msgspec
+from websockets.asyncio.server import ServerConnection
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+#: A ``{name}`` segment of a pattern, as ``re.escape`` writes it.
+_SEGMENT = re.compile(r"\\\{([a-z_]+)\\\}")
+#: What a ``{name}`` segment matches: one path segment of safe characters.
+_SEGMENT_CHARS = r"[A-Za-z0-9_.-]{1,128}"
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRequest:
+    """What a handler gets: method, path, query, headers and the matched segments."""
+
+    method: str
+    path: str
+    query: Mapping[str, list[str]]
+    headers: Headers
+    params: Mapping[str, str]
+
+    def arg(self, name: str, default: str | None = None) -> str | None:
+        """The first value of query parameter ``name``."""
+        values = self.query.get(name)
+        return values[0] if values else default
+
+
+Handler = Callable[[HttpRequest], Response]
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    regex: re.Pattern[str]
+    handler: Handler
+
+
+class Router:
+    """The node's HTTP routes; ``websocket_paths`` are left to the handshake."""
+
+    def __init__(self, websocket_paths: re.Pattern[str]) -> None:
+        self._ws = websocket_paths
+        self._routes: list[_Route] = []
+
+    def add(self, pattern: str, handler: Handler) -> None:
+        """Route GET/HEAD ``pattern`` (``/a/{name}/b``; ``/static/{path*}`` for a tail)."""
+        regex = re.escape(pattern).replace(r"\{path\*\}", "(?P<path>.*)")
+        regex = _SEGMENT.sub(lambda mt: f"(?P<{mt.group(1)}>{_SEGMENT_CHARS})", regex)
+        self._routes.append(_Route(re.compile(regex), handler))
+
+    def __call__(self, connection: ServerConnection, request: Request) -> Response | None:
+        """websockets' ``process_request``: answer, or None to go on with the handshake."""
+        parts = urlsplit(request.path)
+        if self._ws.fullmatch(parts.path) or parts.path.startswith("/rooms/"):
+            return None
+        method = request.method
+        for route in self._routes:
+            match = route.regex.fullmatch(parts.path)
+            if match is None:
+                continue
+            if method not in ("GET", "HEAD"):
+                resp = text_response(http.HTTPStatus.METHOD_NOT_ALLOWED, "method not allowed\n")
+                resp.headers["Allow"] = "GET, HEAD"
+                return resp
+            req = HttpRequest(
+                method, parts.path, parse_qs(parts.query), request.headers, match.groupdict()
+            )
+            resp = route.handler(req)
+            if method == "HEAD":
+                resp = Response(resp.status_code, resp.reason_phrase, resp.headers, b"")
+            return resp
+        return text_response(http.HTTPStatus.NOT_FOUND, "not found\n")
+
+
+def response(
+    status: http.HTTPStatus,
+    body: bytes,
+    content_type: str,
+    *,
+    cache: str = "no-store",
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    """A complete response with length, type and cache policy."""
+    h = Headers()
+    h["Content-Type"] = content_type
+    h["Content-Length"] = str(len(body))
+    h["Cache-Control"] = cache
+    h["X-Content-Type-Options"] = "nosniff"
+    for key, value in (headers or {}).items():
+        h[key] = value
+    return Response(status.value, status.phrase, h, body)
+
+
+def text_response(status: http.HTTPStatus, text: str) -> Response:
+    """A plain-text response (never cached)."""
+    return response(status, text.encode(), "text/plain; charset=utf-8")
+
+
+def json_response(body: object, status: http.HTTPStatus = http.HTTPStatus.OK) -> Response:
+    """A JSON response (never cached)."""
+    return response(status, msgspec.json.encode(body) + b"\n", "application/json")
+
+
+class StaticFiles:
+    """Serve the files under ``root`` with strong ETags; never a path outside ``root``.
+
+    Files are read and hashed on first request and kept (the pages are small
+    and fixed for the life of a node); ``If-None-Match`` with the current ETag
+    gets 304. ``cache`` is the Cache-Control of every file (revalidate by
+    default: names carry no content hash).
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        cache: str = "no-cache",
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.root = root.resolve()
+        self.cache = cache
+        self.headers = dict(headers or {})
+        self._files: dict[str, tuple[bytes, str, str]] = {}
+
+    def _load(self, rel: str) -> tuple[bytes, str, str] | None:
+        cached = self._files.get(rel)
+        if cached is not None:
+            return cached
+        path = (self.root / rel).resolve()
+        if not path.is_relative_to(self.root) or not path.is_file():
+            return None
+        body = path.read_bytes()
+        etag = '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
+        kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        if kind.startswith("text/") or kind in ("application/javascript", "application/json"):
+            kind += "; charset=utf-8"
+        self._files[rel] = (body, etag, kind)
+        return self._files[rel]
+
+    def serve(self, rel: str, request: HttpRequest) -> Response:
+        """The file ``rel`` (relative to ``root``), 304 when unchanged, 404 when absent."""
+        if "\x00" in rel or rel.startswith("/"):
+            return text_response(http.HTTPStatus.NOT_FOUND, "not found\n")
+        found = self._load(rel)
+        if found is None:
+            return text_response(http.HTTPStatus.NOT_FOUND, "not found\n")
+        body, etag, kind = found
+        headers = {"ETag": etag, **self.headers}
+        if request.headers.get("If-None-Match") == etag:
+            return response(
+                http.HTTPStatus.NOT_MODIFIED, b"", kind, cache=self.cache, headers=headers
+            )
+        return response(http.HTTPStatus.OK, body, kind, cache=self.cache, headers=headers)
+
+    def handler(self) -> Handler:
+        """A route handler serving the ``path`` segment of the match."""
+        return lambda req: self.serve(req.params.get("path", ""), req)

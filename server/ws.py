@@ -1,0 +1,199 @@
+"""WebSocket admission, hello and join: from a handshake to a session in a room.
+
+``Admission.handle`` is websockets' connection handler. In order:
+
+1. **Admit**: the path names an open room (else 4003 bad path / 4004 no such
+   room), the room has room for one more (else 4005 full). Access checks plug
+   in here (token, Origin, per-address caps), before any per-connection state.
+2. **Hello**: the first message must be ``hello`` within ``hello_timeout_s``
+   (4002); anything else is answered ``not_joined``.
+3. **Join**: welcome, then the missed frames (resume) or a snapshot, then live
+   frames — all without awaiting, so no frame can fall in between.
+4. **Receive** until the connection closes; then leave the room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import socket
+from collections.abc import Callable, Sequence
+from urllib.parse import urlsplit
+
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed, NegotiationError
+from websockets.typing import Subprotocol
+
+from fablecast.protocol import messages as m
+from fablecast.protocol.codec import codec_for_subprotocol
+from fablecast.protocol.codes import CloseCode, ErrorCode
+from fablecast.protocol.version import PROTOCOL_VERSION, SUBPROTOCOLS
+from fablecast.server.config import ServerConfig
+from fablecast.server.fanout import wire_frames
+from fablecast.server.keepalive import KeepAlive
+from fablecast.server.metrics import Metrics
+from fablecast.server.room import effects as fx
+from fablecast.server.room.runner import RoomRunner
+from fablecast.server.rooms import RoomRegistry
+from fablecast.server.session import Session
+
+#: The WebSocket paths: ``/rooms/<room>``.
+ROOM_PATH = re.compile(r"/rooms/([A-Za-z0-9_-]{1,64})")
+
+
+class Admission:
+    """Admits WebSocket connections into rooms and runs each one's session."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        rooms: RoomRegistry,
+        metrics: Metrics,
+        keepalive: KeepAlive[ServerConnection],
+        clock: Callable[[], float],
+    ) -> None:
+        self.config = config
+        self.rooms = rooms
+        self.metrics = metrics
+        self.keepalive = keepalive
+        self.clock = clock
+
+    async def handle(self, ws: ServerConnection) -> None:
+        """websockets' handler: admit, hello, join, receive, leave."""
+        path = urlsplit(ws.request.path if ws.request else "").path
+        _shed_handshake(ws)
+        match = ROOM_PATH.fullmatch(path)
+        if match is None:
+            await ws.close(CloseCode.BAD_PATH, "path must be /rooms/<room>")
+            return
+        runner = self.rooms.get(match.group(1))
+        if runner is None:
+            await ws.close(CloseCode.ROOM_NOT_FOUND, f"no room {match.group(1)!r}")
+            return
+        if runner.fanout.subscriber_count >= self.config.max_viewers_per_room:
+            await ws.close(CloseCode.ROOM_FULL, "room is full")
+            return
+        sndbuf = self.config.socket_send_buffer
+        sock = ws.transport.get_extra_info("socket") if ws.transport else None
+        if sndbuf is not None and sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+        session = Session(ws, codec_for_subprotocol(ws.subprotocol), self.config, self.metrics)
+        self.metrics.connections.inc()
+        self.keepalive.add(ws)
+        joined = False
+        try:
+            hello = await self._await_hello(session)
+            if hello is None:
+                await ws.wait_closed()  # let the closing handshake carry our code
+                return
+            self.join(session, runner, hello)
+            joined = True
+            async for data in ws:
+                session.receive(data)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.keepalive.discard(ws)
+            self.metrics.connections.dec()
+            if joined:
+                runner.fanout.detach(session)
+                if session.participant is not None:
+                    runner.dispatch(fx.ViewerLeft(session.participant))
+                    self.rooms.audience_changed(runner)
+
+    async def _await_hello(self, session: Session) -> m.Hello | None:
+        try:
+            async with asyncio.timeout(self.config.hello_timeout_s):
+                async for data in session.ws:
+                    msg = session.decode(data)
+                    if isinstance(msg, m.Hello):
+                        return msg
+                    if msg is not None:
+                        session.error(ErrorCode.NOT_JOINED, "send hello first", ref="hello")
+                    if session.closed:
+                        return None
+        except TimeoutError:
+            session.close(CloseCode.HELLO_TIMEOUT, "no hello in time")
+        if not session.closed:  # the client went away before saying hello
+            session.close(CloseCode.GOING_AWAY, "closed before hello")
+        return None
+
+    def join(self, session: Session, runner: RoomRunner, hello: m.Hello) -> None:
+        """Welcome, then replay or snapshot, then live: all without awaiting.
+
+        This is the one resume path: the stream says what the client missed
+        (``RoomStream.missed``), or that it cannot say, and then the client
+        gets a snapshot with ``recovered: false``.
+        """
+        s = self.config
+        participant = hello.participant or f"anon-{secrets.token_hex(6)}"
+        session.participant = participant
+        session.runner = runner
+        runner.flush()
+        stream = runner.stream
+        entries = None
+        if hello.since is not None:
+            entries = stream.missed(hello.epoch, hello.since, runner.fanout.outbox_max_bytes)
+            self.metrics.resumes.labels(str(entries is not None).lower()).inc()
+        session.send_now(
+            m.Welcome(
+                protocol=PROTOCOL_VERSION,
+                room=runner.name,
+                participant=participant,
+                epoch=stream.epoch,
+                seq=stream.seq,
+                recovered=None if hello.since is None else entries is not None,
+                limits=m.Limits(
+                    max_message_bytes=s.max_message_bytes,
+                    messages_per_s=s.messages_per_s,
+                    message_burst=s.message_burst,
+                    reactions_per_s=runner.settings.reactions_per_s,
+                    history_frames=s.history_frames,
+                ),
+                reactions=list(m.REACTIONS),
+                tick_ms=s.tick_ms,
+            )
+        )
+        if entries is None:
+            session.send_now(
+                runner.room.snapshot(
+                    self.clock(), epoch=stream.epoch, seq=stream.seq, participant=participant
+                )
+            )
+        else:
+            session.write(wire_frames(entries, session.codec))
+        runner.fanout.attach(session)
+        runner.dispatch(fx.ViewerJoined(participant), origin=session)
+        self.rooms.audience_changed(runner)
+
+
+def select_subprotocol(
+    connection: ServerConnection, subprotocols: Sequence[Subprotocol]
+) -> Subprotocol | None:
+    """Pick the client's first offer that we speak; JSON when it offered none.
+
+    An offer of only unknown subprotocols is refused at the handshake (HTTP 400).
+    """
+    offered = list(subprotocols)
+    for sub in offered:
+        if sub in SUBPROTOCOLS:
+            return Subprotocol(sub)
+    if not offered:
+        return None
+    raise NegotiationError(f"unsupported subprotocols {offered}; use one of {list(SUBPROTOCOLS)}")
+
+
+def _shed_handshake(ws: ServerConnection) -> None:
+    """Free the handshake's headers once the connection is open.
+
+    websockets keeps the request and response for the connection's lifetime;
+    their headers are ~2.5 KiB per connection from a minimal client and several
+    KiB from a browser (user agent, cookies, languages), and nothing reads them
+    after the handshake: what a session needs (the path; later the Origin or a
+    token) is taken before this. The request line (``path``) stays.
+    """
+    if ws.request is not None:
+        ws.request.headers.clear()
+    if ws.response is not None:
+        ws.response.headers.clear()
