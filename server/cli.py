@@ -11,7 +11,7 @@ import sys
 from typing import Any
 
 from fablecast.server.config import Config, ConfigError, load_config
-from fablecast.server.node import Node
+from fablecast.server.web import WebNode
 
 log = logging.getLogger("fablecast")
 
@@ -51,14 +51,16 @@ def configure(args: argparse.Namespace) -> Config:
 
 async def serve(config: Config) -> None:
     """Run a node until SIGINT/SIGTERM, then drain."""
-    node = Node(config)
+    node = WebNode(config)
     await node.start()
     shown = "127.0.0.1" if config.server.host in ("0.0.0.0", "::") else config.server.host
     base = f"{shown}:{node.port}"
     print(f"Fablecast serving on http://{base}  (engine: {node.engine.name}, {node.engine.model})")
     print(f"  health:  http://{base}/healthz   ready: http://{base}/readyz   metrics: /metrics")
+    print(f"  home:    http://{base}/")
     for name in node.rooms:
-        print(f"  room {name}:  fablecast watch {node.url(name, shown)}")
+        print(f"  room {name}:  http://{base}/watch/{name}   overlay: /overlay/{name}   vr: /vr/{name}")
+        print(f"  {' ' * len(name)}        fablecast watch {node.url(name, shown)}")
         print(f"  {' ' * len(name)}        fablecast play  {node.url(name, shown)}")
     sys.stdout.flush()
     stop = asyncio.Event()

@@ -52,6 +52,9 @@ class ServerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ping_interval_s: Positive = 20.0
     ping_timeout_s: Positive = 20.0
     close_timeout_s: Positive = 2.0
+    #: The web pages' files: a copy of the repository's clients/ folder with ``npm ci``
+    #: run in clients/js (server/pages.py). None: the checkout's clients/, if any.
+    web_root: str | None = None
 
 
 class EngineConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

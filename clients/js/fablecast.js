@@ -25,8 +25,9 @@
 //
 // Auth (issue 12 adds signed tokens and a server-issued identity): the `token`
 // option (a string, or a function returning one or a promise of one, called on
-// every connect) goes in `hello.token`; `rememberIdentity()` is the one place that
-// stores what the server says this client is; `identity()` is what goes back.
+// every connect) goes in `hello.token`; without it, the identity the server issued
+// (`welcome.identity`) goes back as `hello.token`. `rememberIdentity()` is the one
+// place that stores what the server says this client is; `identity()` is what goes back.
 //
 /** @typedef {import("./protocol.d.ts").ServerMessage} ServerMessage */
 /** @typedef {import("./protocol.d.ts").ClientMessage} ClientMessage */
@@ -136,13 +137,15 @@ export class FablecastClient extends EventTarget {
   /**
    * Keep what the server says this client is, for every later connect (and page
    * load, with a storage). The one place to extend when the server issues more
-   * (a signed anonymous identity, issue 12): fields of `welcome` named here are stored.
-   * @param {Welcome & {token?: string}} welcome
+   * (a signed anonymous identity in `welcome.identity`, sent back as `hello.token`).
+   * @param {Welcome & {identity?: string|null}} welcome
    */
   rememberIdentity(welcome) {
     this.participant = welcome.participant;
     const saved = { participant: welcome.participant };
-    if (typeof welcome.token === "string") saved.token = welcome.token;
+    const previous = this._load().token;
+    const token = typeof welcome.identity === "string" ? welcome.identity : previous;
+    if (typeof token === "string") saved.token = token;
     try {
       this.storage?.setItem(STORAGE_KEY, JSON.stringify(saved));
     } catch {

@@ -17,6 +17,7 @@ const outPath = join(here, "..", "protocol.d.ts");
 /** The TypeScript type of one JSON Schema node. */
 function tsType(node) {
   if (node.$ref) return node.$ref.split("/").pop();
+  if ("const" in node) return JSON.stringify(node.const);
   if (node.enum) return node.enum.map((v) => JSON.stringify(v)).join(" | ");
   if (node.anyOf) return node.anyOf.map(tsType).join(" | ");
   switch (node.type) {
@@ -69,8 +70,10 @@ export function generate(schema) {
   out.push(`export type RoomFrame = ${roomFrames.join(" | ")};`, "");
   out.push("/** The `type` tag of every server message, mapped to its message. */");
   out.push("export interface ServerMessageMap {");
-  for (const [tag, ref] of Object.entries(schema.server_message.discriminator.mapping)) {
-    out.push(`  ${JSON.stringify(tag)}: ${ref.split("/").pop()};`);
+  for (const ref of schema.server_message.anyOf) {
+    const name = ref.$ref.split("/").pop();
+    const tag = schema.$defs[name].properties.type;
+    out.push(`  ${JSON.stringify(tag.const ?? tag.enum[0])}: ${name};`);
   }
   out.push("}", "");
   out.push(`export type ErrorCode = ${(Array.isArray(schema.error_codes) ? schema.error_codes : Object.keys(schema.error_codes)).map((c) => JSON.stringify(c)).join(" | ")};`, "");
