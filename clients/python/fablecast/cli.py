@@ -8,6 +8,7 @@ whose ``func(args) -> int`` runs the command; none of them imports this module
 - ``fablecast.client.commands``: ``watch``, ``play``
 - ``fablecast.inference.cli``: ``model prepare``
 - ``fablecast.bench.cli``: ``bench fanout|votes|soak|engine|plots``
+- ``fablecast.screenshots``: ``screenshots``
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ _REGISTRANTS = (
     "fablecast.client.commands",
     "fablecast.inference.cli",
     "fablecast.bench.cli",
+    "fablecast.screenshots",
 )
 
 

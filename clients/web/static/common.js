@@ -35,7 +35,7 @@ export function moodWord(mood) {
 }
 
 export const REACTION_EMOJI = {
-  joy: "😊", laugh: "😂", love: "❤️", surprise: "😮", fear: "😨", anger: "😠", sad: "😢", bored: "🥱",
+  joy: "😊", laugh: "😂", love: "❤️", surprise: "😮", fear: "😨", anger: "😠", sad: "😢", bored: "😐",
 };
 
 /** The strongest reaction of a mood, or null. */

@@ -84,7 +84,10 @@ try {
   renderer = null;
 }
 const scene = new THREE.Scene();
-const camera = new THREE.PerspectiveCamera(70, innerWidth / innerHeight, 0.05, 1000);
+if (globalThis.fablecast) globalThis.fablecast.scene = scene;
+/** A wider vertical field of view on portrait screens, so the panels fit across. */
+const fov = () => (innerWidth < innerHeight ? 100 : 70);
+const camera = new THREE.PerspectiveCamera(fov(), innerWidth / innerHeight, 0.05, 1000);
 camera.position.set(0, 1.6, 0);
 const ambient = new THREE.HemisphereLight("#ffffff", "#202030", 0.6);
 const sun = new THREE.DirectionalLight("#ffe2c0", 1);
@@ -142,16 +145,26 @@ function paintBallot() {
   if (!ballot) { sceneEl.dataset.panels = "0"; return; }
   const counts = state.tally?.counts ?? [];
   ballot.options.forEach((o, i) => {
-    const p = textPanel(1.9, 0.3, 760, 120);
+    // Canvas sizes are powers of two: NPOT canvas textures stay blank on some GL stacks.
+    const p = textPanel(2.0, 0.25, 1024, 128);
     const mine = state.myVote === o.index, hot = hovered === o.index;
-    p.ctx.fillStyle = mine ? "#f2b33d" : hot ? "#3d4a6b" : "rgba(25,27,36,0.9)";
-    p.ctx.fillRect(0, 0, 760, 120);
+    p.ctx.fillStyle = mine ? "#f2b33d" : hot ? "#3d4a6b" : "#1e2130";
+    p.ctx.fillRect(0, 0, 1024, 128);
+    p.ctx.strokeStyle = mine ? "#ffffff" : "#f2b33d";
+    p.ctx.lineWidth = 6;
+    p.ctx.strokeRect(3, 3, 1018, 122);
     p.ctx.fillStyle = mine ? "#1a1400" : "#ffffff";
-    p.ctx.font = "bold 40px system-ui, sans-serif";
-    p.ctx.fillText(`${o.index + 1}. ${o.text}`.slice(0, 34), 24, 75);
-    p.ctx.fillText(String(counts[o.index] ?? 0), 680, 75);
+    const label = `${o.index + 1}. ${o.text}`;
+    let size = 52;
+    do { p.ctx.font = `bold ${size}px system-ui, sans-serif`; size -= 2; } while (size > 26 && p.ctx.measureText(label).width > 860);
+    p.ctx.fillText(label, 30, 82, 860);
+    p.ctx.font = "bold 52px system-ui, sans-serif";
+    p.ctx.fillText(String(counts[o.index] ?? 0), 920, 82, 90);
     p.texture.needsUpdate = true;
-    p.mesh.position.set(0, -i * 0.36, 0);
+    p.mesh.position.set(0, -i * 0.32, 0);
+    // UI panels draw over the scene (as a HUD does): the ground must never hide the vote.
+    p.mesh.material.depthTest = false;
+    p.mesh.renderOrder = 10;
     p.mesh.userData.index = o.index;
     ballotGroup.add(p.mesh);
   });
@@ -261,6 +274,7 @@ if (renderer) {
   setUpControllers();
   addEventListener("resize", () => {
     camera.aspect = innerWidth / innerHeight;
+    camera.fov = fov();
     camera.updateProjectionMatrix();
     renderer.setSize(innerWidth, innerHeight);
   });

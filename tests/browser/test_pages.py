@@ -1,0 +1,142 @@
+"""The pages in a real browser: watch, overlay, VR and home, against a real node."""
+
+from __future__ import annotations
+
+import io
+import re
+from typing import Any
+
+import msgspec
+import pytest
+
+from fablecast.protocol import messages as m
+from tests.browser.conftest import AXE, NodeThread
+
+pytestmark = pytest.mark.browser
+
+
+def beat_texts(page: Any) -> dict[int, str]:
+    """The page's text of every beat, by beat number."""
+    items = page.eval_on_selector_all(
+        "#beats article", "els => els.map(e => [Number(e.dataset.beat), e.querySelector('.text').textContent])"
+    )
+    return {int(b): t for b, t in items}
+
+
+def client_state(page: Any, expr: str) -> Any:
+    return page.evaluate(f"() => globalThis.fablecast && {expr}")
+
+
+def test_text_grows_and_a_vote_reaches_another_viewer(web_node: NodeThread, new_page: Any) -> None:
+    alice = new_page(f"{web_node.base}/watch/demo")
+    bob = new_page(f"{web_node.base}/watch/demo")
+    alice.wait_for_function("() => document.querySelector('#beats').textContent.length > 0")
+    first = len(alice.text_content("#beats") or "")
+    alice.wait_for_function(f"() => document.querySelector('#beats').textContent.length > {first}")
+
+    # A click in one context changes the tally another context sees.
+    alice.wait_for_selector("#options button.option:not([disabled])")
+    window = client_state(alice, "fablecast.state.ballot.window")
+    alice.click("#options button.option[data-index='1']")
+    alice.wait_for_selector("#options button.option[data-index='1'][aria-pressed='true']")
+    assert client_state(alice, "fablecast.state.myVote") == 1
+    bob.wait_for_function(
+        f"() => fablecast.state.ballot?.window === {window} && "
+        "document.querySelector(\"#options button[data-index='1'] .opt-count\").textContent === '1 vote'"
+    )
+    # Keyboard only: the digit keys vote too.
+    bob.keyboard.press("1")
+    alice.wait_for_function(
+        "() => document.querySelector(\"#options button[data-index='0'] .opt-count\")?.textContent === '1 vote'"
+    )
+
+
+def test_a_dropped_socket_resumes_with_the_same_text(web_node: NodeThread, new_page: Any) -> None:
+    steady = new_page(f"{web_node.base}/watch/demo")
+    dropped = new_page(f"{web_node.base}/watch/demo")
+    dropped.wait_for_function("() => fablecast.state.partial?.text.length > 0")
+    dropped.evaluate(
+        """() => { window.welcomes = [];
+        fablecast.client.addEventListener('welcome', e => welcomes.push(e.detail.recovered));
+        fablecast.client.drop(); }"""
+    )
+    dropped.wait_for_function("() => welcomes.length === 1")
+    assert dropped.evaluate("() => welcomes") == [True]
+    beat = client_state(dropped, "fablecast.state.beat")
+    dropped.wait_for_function(f"() => fablecast.state.story.some(b => b.beat >= {beat + 1})")
+    a, b = beat_texts(steady), beat_texts(dropped)
+    done = {n for n in a.keys() & b.keys() if n <= beat + 1}
+    assert beat in done and beat + 1 in done
+    for n in sorted(done):
+        assert a[n] == b[n], f"beat {n} differs after the reconnect"
+        assert len(a[n]) > 20
+
+
+def test_overlay_is_transparent_outside_the_text(web_node: NodeThread, new_page: Any) -> None:
+    from PIL import Image
+
+    page = new_page(
+        f"{web_node.base}/overlay/demo?show=text", viewport={"width": 960, "height": 540}
+    )
+    page.wait_for_function("() => document.querySelector('#ov-text').textContent.length > 40")
+    shot = Image.open(io.BytesIO(page.screenshot(omit_background=True))).convert("RGBA")
+    box = page.eval_on_selector("#ov-text", "e => { const r = e.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; }")
+    left, top, right, bottom = (round(v) for v in box)
+    alpha = shot.getchannel("A")
+    # Nothing is painted above the text box, nor in the corners.
+    assert alpha.crop((0, 0, shot.width, max(1, top - 4))).getextrema() == (0, 0)
+    assert alpha.getpixel((shot.width - 1, shot.height - 1)) == 0
+    # The text itself is painted (opaque pixels inside its box).
+    assert alpha.crop((left, top, right, bottom)).getextrema()[1] == 255
+    assert page.evaluate("() => document.documentElement.scrollHeight <= innerHeight")
+
+
+def test_vr_renders_a_ballot_panel_and_a_cue_changes_the_sky(
+    web_node: NodeThread, new_page: Any
+) -> None:
+    page = new_page(f"{web_node.base}/vr/demo")
+    page.wait_for_function("() => Number(document.querySelector('#scene').dataset.panels) >= 2", timeout=30_000)
+    assert page.get_attribute("#scene", "data-webgl") == "1"
+    assert page.locator("#scene canvas").count() == 1
+    before = page.get_attribute("body", "data-sky")
+
+    class Cue(m.RoomFrame, tag="cue", kw_only=True):  # the story engine's scene cue
+        time_of_day: str | None = None
+        weather: str | None = None
+        lighting: str | None = None
+
+    cue_type: Any = getattr(m, "Cue", Cue)
+    runner = web_node.node.rooms["demo"]
+    fields = {"time_of_day": "night", "weather": "storm", "lighting": "lanterns"}
+    known = {k: v for k, v in fields.items() if k in cue_type.__struct_fields__}
+    web_node.soon(lambda: runner.channel.publish(msgspec.convert(known, cue_type)))
+    page.wait_for_function("() => document.body.dataset.cue === 'yes'")
+    after = page.get_attribute("body", "data-sky")
+    assert after != before
+    assert re.fullmatch(r"#[0-9a-f]{6}", after or "")
+
+
+def test_home_lists_the_rooms(web_node: NodeThread, new_page: Any) -> None:
+    page = new_page(f"{web_node.base}/")
+    page.wait_for_selector("li.room[data-room='second']")
+    names = page.eval_on_selector_all("li.room", "els => els.map(e => e.dataset.room)")
+    assert names == ["demo", "second"]
+    assert "The Glass Orchard" in (page.text_content("li.room[data-room='second']") or "")
+    page.click("li.room[data-room='demo'] a.primary")
+    page.wait_for_url(re.compile(r"/watch/demo$"))
+
+
+@pytest.mark.parametrize("path", ["/", "/watch/demo", "/overlay/demo?show=text,ballot,tally,mood,cues", "/vr/demo"])
+def test_accessibility(web_node: NodeThread, new_page: Any, path: str) -> None:
+    # axe is injected by the test (the pages' CSP would refuse it: bypass_csp).
+    page = new_page(f"{web_node.base}{path}", bypass_csp=True)
+    page.wait_for_function("() => document.readyState === 'complete'")
+    if path.startswith("/watch"):
+        page.wait_for_selector("#options button.option", timeout=30_000)
+    page.add_script_tag(path=str(AXE))
+    result = page.evaluate(
+        "async () => (await axe.run(document, {resultTypes: ['violations']})).violations"
+        ".map(v => ({id: v.id, impact: v.impact, nodes: v.nodes.map(n => n.target.join(' ')).slice(0, 3)}))"
+    )
+    serious = [v for v in result if v["impact"] in ("serious", "critical")]
+    assert serious == [], serious
