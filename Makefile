@@ -25,7 +25,15 @@ ifneq ($(ENGINE),none)
   EXTRAS := $(EXTRAS),engine
 endif
 
-.PHONY: serve test lint typecheck venv schema clean
+# The web pages' npm packages (clients/js/package-lock.json: @msgpack/msgpack, three,
+# axe-core) are installed into clients/js/node_modules by `npm ci`, never copied into
+# the repository; the node serves them from there (server/pages.py). Debian's
+# nodejs/npm and chromium (the browser tests) are installed with apt-get when missing.
+JS := clients/js
+JS_STAMP := $(JS)/node_modules/.package-lock.json
+APT_GET := $(if $(filter 0,$(shell id -u)),,sudo )apt-get
+
+.PHONY: serve test lint typecheck venv schema clean web chromium js-test
 
 venv: $(STAMP)
 
@@ -45,7 +53,17 @@ endif
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
-serve: $(STAMP)
+web: $(JS_STAMP)
+
+$(JS_STAMP): $(JS)/package.json $(JS)/package-lock.json
+	command -v npm >/dev/null || { $(APT_GET) update -q && DEBIAN_FRONTEND=noninteractive $(APT_GET) install -y -q nodejs npm; }
+	cd $(JS) && npm ci --no-audit --no-fund
+	touch $(JS_STAMP)
+
+chromium:
+	test -x /usr/bin/chromium || { $(APT_GET) update -q && DEBIAN_FRONTEND=noninteractive $(APT_GET) install -y -q chromium; }
+
+serve: $(STAMP) $(JS_STAMP)
 	$(BIN)/fablecast serve $(ARGS)
 
 lint: $(STAMP)
@@ -55,11 +73,17 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: $(STAMP) lint typecheck
+# The JS SDK's tests start a real node with this venv's Python; the .d.ts must match the schema.
+js-test: $(STAMP) $(JS_STAMP)
+	node $(JS)/scripts/gen-types.mjs --check
+	cd $(JS) && FABLECAST_PYTHON=$(abspath $(BIN)/python) npm test --silent
+
+test: $(STAMP) $(JS_STAMP) chromium lint typecheck js-test
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 schema: $(STAMP)
 	$(BIN)/python -m fablecast.protocol.schema > clients/schema/protocol.v1.json
+	node $(JS)/scripts/gen-types.mjs
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache $(JS)/node_modules

@@ -59,7 +59,8 @@ async def serve(config: Config) -> None:
     print(f"  health:  http://{base}/healthz   ready: http://{base}/readyz   metrics: /metrics")
     print(f"  home:    http://{base}/")
     for name in node.rooms:
-        print(f"  room {name}:  http://{base}/watch/{name}   overlay: /overlay/{name}   vr: /vr/{name}")
+        pages = f"http://{base}/watch/{name}   overlay: /overlay/{name}   vr: /vr/{name}"
+        print(f"  room {name}:  {pages}")
         print(f"  {' ' * len(name)}        fablecast watch {node.url(name, shown)}")
         print(f"  {' ' * len(name)}        fablecast play  {node.url(name, shown)}")
     sys.stdout.flush()

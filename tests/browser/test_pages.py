@@ -18,9 +18,16 @@ pytestmark = pytest.mark.browser
 def beat_texts(page: Any) -> dict[int, str]:
     """The page's text of every beat, by beat number."""
     items = page.eval_on_selector_all(
-        "#beats article", "els => els.map(e => [Number(e.dataset.beat), e.querySelector('.text').textContent])"
+        "#beats article",
+        "els => els.map(e => [Number(e.dataset.beat), e.querySelector('.text').textContent])",
     )
     return {int(b): t for b, t in items}
+
+
+def count_is(option: int, text: str) -> str:
+    """A JS expression: option ``option``'s tally reads ``text``."""
+    sel = f"#options button[data-index='{option}'] .opt-count"
+    return f'document.querySelector("{sel}")?.textContent === "{text}"'
 
 
 def client_state(page: Any, expr: str) -> Any:
@@ -41,14 +48,11 @@ def test_text_grows_and_a_vote_reaches_another_viewer(web_node: NodeThread, new_
     alice.wait_for_selector("#options button.option[data-index='1'][aria-pressed='true']")
     assert client_state(alice, "fablecast.state.myVote") == 1
     bob.wait_for_function(
-        f"() => fablecast.state.ballot?.window === {window} && "
-        "document.querySelector(\"#options button[data-index='1'] .opt-count\").textContent === '1 vote'"
+        f"() => fablecast.state.ballot?.window === {window} && " + count_is(1, "1 vote")
     )
     # Keyboard only: the digit keys vote too.
     bob.keyboard.press("1")
-    alice.wait_for_function(
-        "() => document.querySelector(\"#options button[data-index='0'] .opt-count\")?.textContent === '1 vote'"
-    )
+    alice.wait_for_function("() => " + count_is(0, "1 vote"))
 
 
 def test_a_dropped_socket_resumes_with_the_same_text(web_node: NodeThread, new_page: Any) -> None:
@@ -80,7 +84,10 @@ def test_overlay_is_transparent_outside_the_text(web_node: NodeThread, new_page:
     )
     page.wait_for_function("() => document.querySelector('#ov-text').textContent.length > 40")
     shot = Image.open(io.BytesIO(page.screenshot(omit_background=True))).convert("RGBA")
-    box = page.eval_on_selector("#ov-text", "e => { const r = e.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; }")
+    box = page.eval_on_selector(
+        "#ov-text",
+        "e => { const r = e.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; }",
+    )
     left, top, right, bottom = (round(v) for v in box)
     alpha = shot.getchannel("A")
     # Nothing is painted above the text box, nor in the corners.
@@ -95,7 +102,9 @@ def test_vr_renders_a_ballot_panel_and_a_cue_changes_the_sky(
     web_node: NodeThread, new_page: Any
 ) -> None:
     page = new_page(f"{web_node.base}/vr/demo")
-    page.wait_for_function("() => Number(document.querySelector('#scene').dataset.panels) >= 2", timeout=30_000)
+    page.wait_for_function(
+        "() => Number(document.querySelector('#scene').dataset.panels) >= 2", timeout=30_000
+    )
     assert page.get_attribute("#scene", "data-webgl") == "1"
     assert page.locator("#scene canvas").count() == 1
     before = page.get_attribute("body", "data-sky")
@@ -126,7 +135,9 @@ def test_home_lists_the_rooms(web_node: NodeThread, new_page: Any) -> None:
     page.wait_for_url(re.compile(r"/watch/demo$"))
 
 
-@pytest.mark.parametrize("path", ["/", "/watch/demo", "/overlay/demo?show=text,ballot,tally,mood,cues", "/vr/demo"])
+@pytest.mark.parametrize(
+    "path", ["/", "/watch/demo", "/overlay/demo?show=text,ballot,tally,mood,cues", "/vr/demo"]
+)
 def test_accessibility(web_node: NodeThread, new_page: Any, path: str) -> None:
     # axe is injected by the test (the pages' CSP would refuse it: bypass_csp).
     page = new_page(f"{web_node.base}{path}", bypass_csp=True)
@@ -136,7 +147,8 @@ def test_accessibility(web_node: NodeThread, new_page: Any, path: str) -> None:
     page.add_script_tag(path=str(AXE))
     result = page.evaluate(
         "async () => (await axe.run(document, {resultTypes: ['violations']})).violations"
-        ".map(v => ({id: v.id, impact: v.impact, nodes: v.nodes.map(n => n.target.join(' ')).slice(0, 3)}))"
+        ".map(v => ({id: v.id, impact: v.impact,"
+        " nodes: v.nodes.map(n => n.target.join(' ')).slice(0, 3)}))"
     )
     serious = [v for v in result if v["impact"] in ("serious", "critical")]
     assert serious == [], serious

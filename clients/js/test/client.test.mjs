@@ -3,8 +3,10 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 
 import { FablecastClient, RoomState, backoffDelay } from "../fablecast.js";
-import { startNode } from "./node-server.mjs";
+import { startNode } from "./support/node-server.mjs";
 
+// Node >= 22 has a WebSocket; older ones (Debian's 18, 20 without a flag) use `ws`.
+const WebSocketImpl = globalThis.WebSocket ?? (await import("ws")).WebSocket;
 const SCALE = Number(process.env.FABLECAST_TEST_TIMEOUT_SCALE ?? "1");
 
 /** Resolve when `predicate()` holds, polling; reject after `ms` (scaled). */
@@ -22,7 +24,7 @@ function until(predicate, ms = 10_000, what = "condition") {
 
 /** A client plus the room it folds, and every room frame seq it processed. */
 function watch(url, options = {}) {
-  const client = new FablecastClient(url, { backoffBaseMs: 20, ...options });
+  const client = new FablecastClient(url, { backoffBaseMs: 20, WebSocket: WebSocketImpl, ...options });
   const room = new RoomState();
   const seqs = [];
   const types = [];

@@ -1,4 +1,4 @@
-"""``fablecast bench fanout|votes|soak|engine|plots``: benchmarks (see docs/benchmarks.md).
+"""``fablecast bench fanout|votes|soak|pages|engine|plots``: benchmarks (see docs/benchmarks.md).
 
 Each command prints one JSON object on stdout (``--json``; a short human summary
 otherwise) and logs progress on stderr with ``-v``. Everything runs on 127.0.0.1.
@@ -109,6 +109,20 @@ def _votes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pages(args: argparse.Namespace) -> int:
+    from fablecast.bench.pages import run_pages
+
+    result = run_pages(
+        pages=args.pages,
+        duration_s=args.duration,
+        tick_ms=args.tick_ms,
+        tokens_per_s=args.tokens_per_s,
+        log=_log(args),
+    )
+    _emit(result, args, ("pages", "tokens_measured", "unmatched_updates", "latency_ms"))
+    return 0
+
+
 def _soak(args: argparse.Namespace) -> int:
     from fablecast.bench.soak import run_soak
 
@@ -200,6 +214,16 @@ def register(sub: SubParsers) -> None:
     p.add_argument("--tokens-per-s", type=float, default=20.0)
     p.add_argument("--seed", type=int, default=1)
     p.set_defaults(func=_soak)
+
+    p = bench.add_parser("pages", help="token latency from engine yield to the audience page's DOM")
+    p.add_argument("--pages", type=int, default=50, help="browser contexts (default 50)")
+    p.add_argument("--duration", type=float, default=20.0, help="seconds measured (default 20)")
+    p.add_argument("--tick-ms", type=int, default=50, help="coalescing tick (default 50)")
+    p.add_argument("--tokens-per-s", type=float, default=30.0, help="engine rate (default 30)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--output", "-o", help="also write the full JSON report to this file")
+    p.add_argument("--verbose", "-v", action="store_true", help="log each step on stderr")
+    p.set_defaults(func=_pages)
 
     p = bench.add_parser(
         "engine", help="tokens/s, TTFT, ITL: bare engine vs Fablecast's path, one run"

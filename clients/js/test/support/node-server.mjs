@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
-const repo = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
+const repo = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..", "..");
 
 function python() {
   if (process.env.FABLECAST_PYTHON) return process.env.FABLECAST_PYTHON;
