@@ -60,16 +60,21 @@ class TimedEngine(ScriptedEngine):
 
 
 def latencies(
-    yields: dict[int, list[tuple[int, float]]], page: list[tuple[int, int, float]]
+    yields: dict[int, list[tuple[int, float]]],
+    page: list[tuple[int, int, float]],
+    since_ms: float = 0.0,
 ) -> tuple[list[float], int]:
-    """Per-token latencies (ms) of one page's records; and how many could not be matched."""
+    """Per-token latencies (ms) of one page's DOM updates from ``since_ms`` (wall clock).
+
+    Also returns how many updates that added text matched no yielded token.
+    """
     out: list[float] = []
     unmatched = 0
     last: dict[int, int] = {}
     for beat, length, t in page:
         prev = last.get(beat)
         last[beat] = length
-        if prev is None or length < 0:
+        if prev is None or length < 0 or t < since_ms:
             continue  # the beat's first update in this page may include snapshot text
         ys = yields.get(beat, [])
         ends = [e for e, _ in ys]
@@ -112,6 +117,7 @@ def run_pages(
     samples: list[float] = []
     unmatched = 0
     opened = 0
+    since_ms = 0.0
     try:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=ensure_chromium(), args=CHROMIUM_ARGS)
@@ -126,11 +132,12 @@ def run_pages(
                 opened = i + 1
                 say(f"{opened} pages open")
             say(f"measuring {duration_s} s")
+            since_ms = time.time() * 1000
             time.sleep(duration_s)
             per_page = [p.evaluate("() => __lat") for p in tabs]
             browser.close()
         for records in per_page:
-            got, missed = latencies(engine.yields, [(b, n, t) for b, n, t in records])
+            got, missed = latencies(engine.yields, [(b, n, t) for b, n, t in records], since_ms)
             samples.extend(got)
             unmatched += missed
     finally:
