@@ -11,7 +11,7 @@ import sys
 from typing import Any
 
 from fablecast.server.config import Config, ConfigError, load_config
-from fablecast.server.web import WebNode
+from fablecast.server.node import Node
 
 log = logging.getLogger("fablecast")
 
@@ -51,7 +51,7 @@ def configure(args: argparse.Namespace) -> Config:
 
 async def serve(config: Config) -> None:
     """Run a node until SIGINT/SIGTERM, then drain."""
-    node = WebNode(config)
+    node = Node(config)
     await node.start()
     shown = "127.0.0.1" if config.server.host in ("0.0.0.0", "::") else config.server.host
     base = f"{shown}:{node.port}"

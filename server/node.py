@@ -22,6 +22,7 @@ import http
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Response
@@ -34,6 +35,7 @@ from fablecast.inference.scheduled import ScheduledEngine
 from fablecast.inference.scheduler import SchedulerConfig
 from fablecast.protocol.codes import CloseCode
 from fablecast.protocol.version import PROTOCOL_VERSION, SUBPROTOCOLS
+from fablecast.server import pages
 from fablecast.server.config import Config, RoomConfig
 from fablecast.server.http import HttpRequest, Router, json_response, response, text_response
 from fablecast.server.keepalive import KeepAlive
@@ -200,7 +202,15 @@ class Node:
         r.add("/healthz", lambda req: text_response(http.HTTPStatus.OK, "ok\n"))
         r.add("/readyz", self._readyz)
         r.add("/metrics", self._metrics)
-        r.add("/", self._index)
+        # The web pages, /api/rooms, and / (home page for browsers, else _index): server/pages.py.
+        web_root = self.config.server.web_root
+        pages.install(
+            r,
+            lambda: [runner.room for runner in self.rooms.values()],
+            self.clock,
+            Path(web_root) if web_root else pages.default_root(),
+            self._index,
+        )
 
     def _readyz(self, req: HttpRequest) -> Response:
         ready, body = self.readiness()

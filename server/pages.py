@@ -1,10 +1,13 @@
 """The web pages of a node: home, audience, overlay and VR pages, the JS SDK, vendor files.
 
-``Pages.respond(path, headers)`` is the whole contract: a request path (query
-string allowed) and its headers in, an HTTP response out, or ``None`` when the
-path is not a page route (the caller's other routes, then 404). It does no I/O
-but reading files under its root, and keeps what it read in memory, keyed by
-each file's size and mtime, so a file edited on disk is served fresh.
+``install(router, ...)`` adds these routes to the node's route table
+(server/http.py). ``Pages.respond(path, headers)`` is the whole contract: a
+request path (query string allowed) and its headers in, an HTTP response out,
+or ``None`` when the path is not a page route. It does no I/O but reading files
+under its root, and keeps what it read in memory, keyed by each file's size and
+mtime, so a file edited on disk is served fresh. (``http.StaticFiles`` serves a
+plain directory; the pages need more: a CSP per page, an allowlist of file types
+and of npm packages, no dot files, and fresh files while a page is developed.)
 
 Routes (``ROUTES`` below is the table; a room name is ``[A-Za-z0-9_-]{1,64}``):
 
@@ -46,7 +49,6 @@ import hashlib
 import http
 import os
 import re
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +59,7 @@ from websockets.http11 import Response
 
 import fablecast
 from fablecast.protocol import messages as m
+from fablecast.server.http import Handler, HttpRequest, Router
 from fablecast.server.room.state import Room
 
 #: The Content-Security-Policy of every page (see the module docstring).
@@ -95,6 +98,8 @@ ROUTES: tuple[tuple[re.Pattern[str], str, str], ...] = (
     (re.compile(rf"/overlay/{ROOM}/?"), "overlay.html", CSP_OVERLAY),
     (re.compile(rf"/vr/{ROOM}/?"), "vr.html", CSP),
 )
+#: The router patterns of the pages' files (``ROUTES`` checks the room names).
+PATTERNS = ("/watch/{room}", "/overlay/{room}", "/vr/{room}", "/static/{path*}", "/js/{path*}")
 _SAFE_PART = re.compile(r"[A-Za-z0-9_@][A-Za-z0-9_.@-]*")
 
 
@@ -269,18 +274,40 @@ def _not_found() -> Response:
     return _plain(http.HTTPStatus.NOT_FOUND, "not found\n")
 
 
-def route(
-    pages: Pages, rooms: Callable[[], Iterable[Room]], target: str, headers: Headers
-) -> Response | None:
-    """The page routes and ``GET /api/rooms`` of a node; None for any other path.
+def install(
+    router: Router,
+    rooms: Callable[[], Iterable[Room]],
+    clock: Callable[[], float],
+    root: Path | None,
+    index: Handler,
+) -> Pages:
+    """Add the page routes and ``GET /api/rooms`` to a node's ``router``.
 
     ``/`` is the home page for browsers (``Accept`` names ``text/html``); other
-    clients (curl, probes) keep the node's plain-text room list (None here).
+    clients (curl, probes) get ``index``, the node's plain-text room list.
+    ``rooms`` lists the node's rooms and ``clock`` is its wall clock (mood decay).
     """
-    path = target.split("?", 1)[0]
-    if path == "/api/rooms":
-        now = time.time()
+    pages = Pages(root)
+
+    def page(req: HttpRequest) -> Response:
+        resp = pages.respond(req.path, req.headers)
+        return resp if resp is not None else _not_found()
+
+    def home(req: HttpRequest) -> Response:
+        return page(req) if "text/html" in req.headers.get("Accept", "") else index(req)
+
+    def room_list(req: HttpRequest) -> Response:
+        now = clock()
         return rooms_response([summarize(room, now) for room in rooms()])
-    if path == "/" and "text/html" not in headers.get("Accept", ""):
-        return None
-    return pages.respond(target, headers)
+
+    router.add("/api/rooms", room_list)
+    router.add("/", home)
+    for prefix in (
+        "/watch/{room}",
+        "/overlay/{room}",
+        "/vr/{room}",
+        "/static/{path*}",
+        "/js/{path*}",
+    ):
+        router.add(prefix, page)
+    return pages

@@ -118,7 +118,7 @@ def test_vr_renders_a_ballot_panel_and_a_cue_changes_the_sky(
     runner = web_node.node.rooms["demo"]
     fields = {"time_of_day": "night", "weather": "storm", "lighting": "lanterns"}
     known = {k: v for k, v in fields.items() if k in cue_type.__struct_fields__}
-    web_node.soon(lambda: runner.channel.publish(msgspec.convert(known, cue_type)))
+    web_node.soon(lambda: runner.stream.publish(msgspec.convert(known, cue_type)))
     page.wait_for_function("() => document.body.dataset.cue === 'yes'")
     after = page.get_attribute("body", "data-sky")
     assert after != before

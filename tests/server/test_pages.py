@@ -13,9 +13,9 @@ from websockets.datastructures import Headers
 
 from fablecast.inference.backends.scripted import ScriptedEngine
 from fablecast.server import pages as pg
+from fablecast.server.node import Node
 from fablecast.server.room.effects import ReactionSent, ViewerJoined
 from fablecast.server.room.state import Room, RoomSettings
-from fablecast.server.web import WebNode
 from tests.integration.ws_harness import make_config
 
 
@@ -140,7 +140,7 @@ def test_room_summary() -> None:
 
 @pytest.mark.integration
 async def test_a_node_serves_pages_and_the_room_list() -> None:
-    node = WebNode(make_config(), engine=ScriptedEngine(tokens_per_s=200, first_token_s=0.01))
+    node = Node(make_config(), engine=ScriptedEngine(tokens_per_s=200, first_token_s=0.01))
     await node.start()
     try:
 

@@ -5,7 +5,7 @@
   Playwright.
 - ``CHROMIUM_ARGS``: headless, no sandbox, no GPU, no background network;
   WebGL through SwiftShader so the VR scene renders.
-- ``NodeThread``: a ``WebNode`` on port 0 with its own event loop in a daemon
+- ``NodeThread``: a ``Node`` on port 0 with its own event loop in a daemon
   thread, so synchronous Playwright code can drive pages against it.
 
 Needs the ``playwright`` package (the ``dev`` extra) for the callers' browsers.
@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from fablecast.inference.engine import EngineClient
 from fablecast.server.config import Config
-from fablecast.server.web import WebNode
+from fablecast.server.node import Node
 
 CHROMIUM = os.environ.get("FABLECAST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -60,12 +60,12 @@ def ensure_chromium() -> str:
 
 
 class NodeThread:
-    """A ``WebNode`` on its own event loop in a daemon thread (started on creation)."""
+    """A ``Node`` on its own event loop in a daemon thread (started on creation)."""
 
     def __init__(self, config: Config, engine: EngineClient, timeout: float = 30.0) -> None:
         self.timeout = timeout
         self.loop = asyncio.new_event_loop()
-        self.node = WebNode(config, engine=engine)
+        self.node = Node(config, engine=engine)
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.call(self.node.start())
