@@ -30,6 +30,12 @@ def count_is(option: int, text: str) -> str:
     return f'document.querySelector("{sel}")?.textContent === "{text}"'
 
 
+def luminance(color: str) -> float:
+    """Relative brightness of ``#rrggbb`` (0..255)."""
+    r, g, b = (int(color[i : i + 2], 16) for i in (1, 3, 5))
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
 def client_state(page: Any, expr: str) -> Any:
     return page.evaluate(f"() => globalThis.fablecast && {expr}")
 
@@ -107,22 +113,39 @@ def test_vr_renders_a_ballot_panel_and_a_cue_changes_the_sky(
     )
     assert page.get_attribute("#scene", "data-webgl") == "1"
     assert page.locator("#scene canvas").count() == 1
-    before = page.get_attribute("body", "data-sky")
+    before = page.get_attribute("body", "data-sky") or ""
+    horizon = page.get_attribute("body", "data-horizon") or ""
 
-    class Cue(m.RoomFrame, tag="cue", kw_only=True):  # the story engine's scene cue
-        time_of_day: str | None = None
-        weather: str | None = None
-        lighting: str | None = None
+    class Cue(m.RoomFrame, tag="cue", kw_only=True):  # until protocol/messages.py has it
+        beat: int = 0
+        location: str = ""
+        time_of_day: str = ""
+        weather: str = ""
+        lighting: str = ""
+        music: str = ""
+        characters: list[str] = []
+        image_prompt: str = ""
 
     cue_type: Any = getattr(m, "Cue", Cue)
     runner = web_node.node.rooms["demo"]
-    fields = {"time_of_day": "night", "weather": "storm", "lighting": "lanterns"}
+    fields = {
+        "beat": runner.room.beat,
+        "location": "the docks",
+        "time_of_day": "night",
+        "weather": "storm",
+        "lighting": "lanterns",
+        "music": "tense strings",
+        "characters": ["Mira"],
+        "image_prompt": "a pier at night in a storm, lit by lanterns",
+    }
     known = {k: v for k, v in fields.items() if k in cue_type.__struct_fields__}
     web_node.soon(lambda: runner.stream.publish(msgspec.convert(known, cue_type)))
     page.wait_for_function("() => document.body.dataset.cue === 'yes'")
-    after = page.get_attribute("body", "data-sky")
-    assert after != before
-    assert re.fullmatch(r"#[0-9a-f]{6}", after or "")
+    after = page.get_attribute("body", "data-sky") or ""
+    assert re.fullmatch(r"#[0-9a-f]{6}", after)
+    # A stormy night is darker than the default dusk, at the zenith and at the horizon.
+    assert luminance(after) < luminance(before)
+    assert luminance(page.get_attribute("body", "data-horizon") or "") < luminance(horizon) / 2
 
 
 def test_home_lists_the_rooms(web_node: NodeThread, new_page: Any) -> None:
