@@ -9,7 +9,10 @@ mtime, so a file edited on disk is served fresh. (``http.StaticFiles`` serves a
 plain directory; the pages need more: a CSP per page, an allowlist of file types
 and of npm packages, no dot files, and fresh files while a page is developed.)
 
-Routes (``ROUTES`` below is the table; a room name is ``[A-Za-z0-9_-]{1,64}``):
+Routes (``ROUTES`` below is the table; a room name is ``[A-Za-z0-9_-]{1,64}``;
+a new page, e.g. a dashboard, is one HTML file in clients/web/, one row in
+``ROUTES`` and its router pattern in ``PATTERNS``; its script imports
+``/static/common.js`` and ``/js/fablecast.js`` like the others):
 
 - ``/``, ``/watch/<room>``, ``/overlay/<room>``, ``/vr/<room>``: the pages'
   HTML (clients/web/*.html). The page reads its room from its own URL.

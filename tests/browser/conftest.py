@@ -1,8 +1,8 @@
 """Browser tests: Debian's Chromium driven by Python Playwright, against a real node.
 
-One node (scripted engine, port 0, fast beats) runs in a thread of its own for
-the whole session, and one Chromium is shared by every test; each test opens
-its own contexts. Chromium is Debian's (/usr/bin/chromium): installed here with
+One node (scripted engine, port 0, fast beats) runs in a thread of its own,
+and one Chromium is shared by every test of the module; each test opens its
+own contexts. Chromium is Debian's (/usr/bin/chromium): installed here with
 apt-get when missing and running as root (the Makefile's ``chromium`` target does
 the same), never downloaded by Playwright.
 """
@@ -45,7 +45,7 @@ def browser_config(vote_s: float = 3.0) -> Config:
     )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def web_node() -> Iterator[NodeThread]:
     n = NodeThread(
         browser_config(), ScriptedEngine(tokens_per_s=60, first_token_s=0.05), timeout=scaled(30)
@@ -54,7 +54,9 @@ def web_node() -> Iterator[NodeThread]:
     n.stop()
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: while Playwright's sync API is open, its event loop is
+# the thread's running loop, and the asyncio tests that follow could not run theirs.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 

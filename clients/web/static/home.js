@@ -11,7 +11,7 @@ function roomCard(r) {
   h.textContent = r.title;
   const meta = document.createElement("p");
   const phase = r.phase === "paused" && r.reason === "empty" ? "waiting for viewers" : PHASES[r.phase] ?? r.phase;
-  meta.textContent = `${r.audience} watching · ${phase} · beat ${r.beat}`;
+  meta.textContent = `${r.audience} watching · ${phase}${r.beat > 0 ? ` · beat ${r.beat}` : ""}`;
   const mood = document.createElement("p");
   mood.textContent = `Mood: ${moodWord(r.mood)}${r.mood.top ? ` ${REACTION_EMOJI[r.mood.top] ?? ""}` : ""}`;
   const links = document.createElement("p");
