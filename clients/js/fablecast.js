@@ -42,7 +42,9 @@ export const SUBPROTOCOLS = Object.freeze({ json: "fablecast.v1.json", msgpack: 
 export const REACTIONS = Object.freeze(["joy", "laugh", "love", "surprise", "fear", "anger", "sad", "bored"]);
 
 /** Close codes after which reconnecting cannot help (docs/protocol.md, "Close codes"). */
-export const FINAL_CLOSE_CODES = new Set([1009, 4001, 4003, 4004, 4011]);
+export const FINAL_CLOSE_CODES = new Set([1009, 4001, 4003, 4004, 4011, 4401]);
+/** The token in hello was refused (close 4401). */
+const UNAUTHORIZED = 4401;
 /** Close codes that ask for a longer wait before coming back. */
 const BACK_OFF_LONGER = new Set([4009, 4029]);
 
@@ -114,6 +116,7 @@ export class FablecastClient extends EventTarget {
     this._stopped = false;
     this._msgpack = options.msgpack ?? null;
     this._nonce = 0;
+    this._forgot = false;
   }
 
   // ------------------------------------------------------------------ identity
@@ -150,6 +153,16 @@ export class FablecastClient extends EventTarget {
       this.storage?.setItem(STORAGE_KEY, JSON.stringify(saved));
     } catch {
       /* storage full or forbidden: the identity lives for this page only */
+    }
+  }
+
+  /** Drop the stored identity (participant and token): the next join gets a fresh one. */
+  forgetIdentity() {
+    this.participant = this.options.participant ?? null;
+    try {
+      this.storage?.setItem(STORAGE_KEY, JSON.stringify({}));
+    } catch {
+      /* nothing stored */
     }
   }
 
@@ -223,6 +236,14 @@ export class FablecastClient extends EventTarget {
     ws.onclose = (ev) => {
       if (this._ws !== ws) return;
       this._detach(ws);
+      if (ev.code === UNAUTHORIZED && !this.options.token && this._load().token && !this._forgot) {
+        // A stored anonymous identity was refused (expired, key rotated): forget it and
+        // join once more without one (docs/protocol.md); an operator token is final.
+        this.forgetIdentity();
+        this._forgot = true;
+        this._scheduleReconnect({ code: ev.code, reason: ev.reason }, 0);
+        return;
+      }
       if (FINAL_CLOSE_CODES.has(ev.code)) {
         this.finalClose = { code: ev.code, reason: ev.reason };
         this._stopped = true;
@@ -321,6 +342,7 @@ export class FablecastClient extends EventTarget {
     } else if (msg.type === "welcome") {
       this.welcome = msg;
       this.attempt = 0;
+      this._forgot = false;
       this.rememberIdentity(msg);
       if (msg.recovered !== true) {
         // A snapshot follows and sets the resume point.

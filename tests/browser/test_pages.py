@@ -42,7 +42,7 @@ def client_state(page: Any, expr: str) -> Any:
 
 def test_text_grows_and_a_vote_reaches_another_viewer(web_node: NodeThread, new_page: Any) -> None:
     alice = new_page(f"{web_node.base}/watch/demo")
-    bob = new_page(f"{web_node.base}/watch/demo")
+    bob = new_page(f"{web_node.base}/watch/demo?codec=msgpack")  # the other codec
     alice.wait_for_function("() => document.querySelector('#beats').textContent.length > 0")
     first = len(alice.text_content("#beats") or "")
     alice.wait_for_function(f"() => document.querySelector('#beats').textContent.length > {first}")
@@ -56,6 +56,7 @@ def test_text_grows_and_a_vote_reaches_another_viewer(web_node: NodeThread, new_
     bob.wait_for_function(
         f"() => fablecast.state.ballot?.window === {window} && " + count_is(1, "1 vote")
     )
+    assert client_state(bob, "fablecast.client.codec") == "msgpack"
     # Keyboard only: the digit keys vote too.
     bob.keyboard.press("1")
     alice.wait_for_function("() => " + count_is(0, "1 vote"))

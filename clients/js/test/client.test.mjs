@@ -156,6 +156,29 @@ describe("pure parts", () => {
     client.close();
   });
 
+  test("a refused stored identity is forgotten and the client joins once more without it", async () => {
+    const sockets = [];
+    class FakeSocket {
+      constructor() { this.sent = []; this.readyState = 1; sockets.push(this); queueMicrotask(() => this.onopen?.()); }
+      send(data) { this.sent.push(JSON.parse(data)); }
+      close() { this.readyState = 3; }
+    }
+    const store = new Map([["fablecast.identity", JSON.stringify({ participant: "anon-old", token: "t.old" })]]);
+    const storage = { getItem: (k) => store.get(k) ?? null, setItem: (k, v) => store.set(k, v) };
+    const client = new FablecastClient("ws://x/rooms/demo", { WebSocket: FakeSocket, storage });
+    await client.connect();
+    await until(() => sockets[0].sent.length === 1, 1000, "hello");
+    assert.deepEqual(sockets[0].sent[0], { type: "hello", participant: "anon-old", token: "t.old" });
+    sockets[0].onclose({ code: 4401, reason: "token expired" });
+    await until(() => sockets.length === 2 && sockets[1].sent.length === 1, 1000, "second hello");
+    assert.deepEqual(sockets[1].sent[0], { type: "hello" });
+    sockets[1].onmessage({ data: JSON.stringify({ type: "welcome", participant: "anon-new", identity: "t.new", epoch: "e", seq: 0, recovered: null }) });
+    assert.deepEqual(JSON.parse(store.get("fablecast.identity")), { participant: "anon-new", token: "t.new" });
+    sockets[1].onclose({ code: 4401, reason: "refused again" });
+    assert.equal(client.state, "reconnecting", "a later refusal of the new identity forgets it too (each retry follows a welcome)");
+    client.close();
+  });
+
   test("RoomState: late join, growing text, commit, and the warming-up notice", () => {
     const room = new RoomState();
     const mood = { type: "mood", valence: 0, arousal: 0, intensity: 0, reactions: {} };
