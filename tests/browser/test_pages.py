@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import re
+import threading
 from typing import Any
 
 import msgspec
 import pytest
 
+from fablecast.inference.backends.scripted import ScriptedEngine
 from fablecast.protocol import messages as m
-from tests.browser.conftest import AXE, NodeThread
+from tests.browser.conftest import AXE, NodeThread, browser_config
+from tests.support import scaled
 
 pytestmark = pytest.mark.browser
 
@@ -176,3 +180,39 @@ def test_accessibility(web_node: NodeThread, new_page: Any, path: str) -> None:
     )
     serious = [v for v in result if v["impact"] in ("serious", "critical")]
     assert serious == [], serious
+
+
+class WarmingEngine(ScriptedEngine):
+    """A scripted engine that is not ready until ``go`` is set (a model still loading)."""
+
+    def __init__(self) -> None:
+        super().__init__(tokens_per_s=60, first_token_s=0.05)
+        self.go = threading.Event()
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.go.wait)  # set by the test (from its thread)
+        await super().start()
+
+
+def test_a_newcomer_sees_the_narrator_warming_up_not_failures(browser: Any) -> None:
+    engine = WarmingEngine()
+    node = NodeThread(browser_config(), engine, timeout=scaled(30))
+    ctx = browser.new_context()
+    try:
+        page = ctx.new_page()
+        page.goto(f"{node.base}/watch/demo")
+        page.wait_for_function("() => fablecast.state.phaseReason === 'engine'")
+        # The room retries its failed requests meanwhile: the notice stays "warming up".
+        notices = set()
+        for _ in range(10):
+            notices.add(page.text_content("#notice"))
+            assert page.is_visible("#notice")
+            page.wait_for_timeout(100)
+        assert notices == {"The narrator is warming up. The story will begin shortly."}
+        engine.go.set()
+        page.wait_for_function("() => document.querySelector('#beats').textContent.length > 20")
+        page.wait_for_function("() => document.querySelector('#notice').hidden")
+    finally:
+        engine.go.set()
+        ctx.close()
+        node.stop()
