@@ -8,19 +8,16 @@ handshake goes on (426 without an Upgrade header).
 Routes are ``(pattern, handler)``: a pattern is a path with ``{name}``
 segments (``/api/rooms/{room}/transcript``); the handler gets the request and
 the matched segments. Only GET and HEAD are routed (405 otherwise); HEAD is
-answered as GET without the body. ``StaticFiles`` serves a directory with
-strong ETags (content hashes) so browsers revalidate cheaply.
+answered as GET without the body. The pages and their files are routes too
+(``fablecast.server.pages``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import http
-import mimetypes
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import msgspec
@@ -123,59 +120,3 @@ def text_response(status: http.HTTPStatus, text: str) -> Response:
 def json_response(body: object, status: http.HTTPStatus = http.HTTPStatus.OK) -> Response:
     """A JSON response (never cached)."""
     return response(status, msgspec.json.encode(body) + b"\n", "application/json")
-
-
-class StaticFiles:
-    """Serve the files under ``root`` with strong ETags; never a path outside ``root``.
-
-    Files are read and hashed on first request and kept (the pages are small
-    and fixed for the life of a node); ``If-None-Match`` with the current ETag
-    gets 304. ``cache`` is the Cache-Control of every file (revalidate by
-    default: names carry no content hash).
-    """
-
-    def __init__(
-        self,
-        root: Path,
-        *,
-        cache: str = "no-cache",
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        self.root = root.resolve()
-        self.cache = cache
-        self.headers = dict(headers or {})
-        self._files: dict[str, tuple[bytes, str, str]] = {}
-
-    def _load(self, rel: str) -> tuple[bytes, str, str] | None:
-        cached = self._files.get(rel)
-        if cached is not None:
-            return cached
-        path = (self.root / rel).resolve()
-        if not path.is_relative_to(self.root) or not path.is_file():
-            return None
-        body = path.read_bytes()
-        etag = '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
-        kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        if kind.startswith("text/") or kind in ("application/javascript", "application/json"):
-            kind += "; charset=utf-8"
-        self._files[rel] = (body, etag, kind)
-        return self._files[rel]
-
-    def serve(self, rel: str, request: HttpRequest) -> Response:
-        """The file ``rel`` (relative to ``root``), 304 when unchanged, 404 when absent."""
-        if "\x00" in rel or rel.startswith("/"):
-            return text_response(http.HTTPStatus.NOT_FOUND, "not found\n")
-        found = self._load(rel)
-        if found is None:
-            return text_response(http.HTTPStatus.NOT_FOUND, "not found\n")
-        body, etag, kind = found
-        headers = {"ETag": etag, **self.headers}
-        if request.headers.get("If-None-Match") == etag:
-            return response(
-                http.HTTPStatus.NOT_MODIFIED, b"", kind, cache=self.cache, headers=headers
-            )
-        return response(http.HTTPStatus.OK, body, kind, cache=self.cache, headers=headers)
-
-    def handler(self) -> Handler:
-        """A route handler serving the ``path`` segment of the match."""
-        return lambda req: self.serve(req.params.get("path", ""), req)

@@ -5,9 +5,8 @@
 request path (query string allowed) and its headers in, an HTTP response out,
 or ``None`` when the path is not a page route. It does no I/O but reading files
 under its root, and keeps what it read in memory, keyed by each file's size and
-mtime, so a file edited on disk is served fresh. (``http.StaticFiles`` serves a
-plain directory; the pages need more: a CSP per page, an allowlist of file types
-and of npm packages, no dot files, and fresh files while a page is developed.)
+mtime, so a file edited on disk is served fresh; each page has its CSP, and only
+listed file types and npm packages are served, never a dot file.
 
 Routes (``ROUTES`` below is the table; a room name is ``[A-Za-z0-9_-]{1,64}``;
 a new page, e.g. a dashboard, is one HTML file in clients/web/, one row in
