@@ -1,4 +1,4 @@
-"""server/http.py Router: routes by pattern, GET/HEAD only, WebSocket paths left to the handshake."""
+"""server/http.py Router: routes by pattern, GET/HEAD only, WebSocket paths go to the handshake."""
 
 from __future__ import annotations
 
