@@ -1,34 +1,87 @@
-"""The narrator service: story contexts in, streamed narration and parsed ballots out.
+"""The narrator service: story contexts in; clean narration, grounded ballots and cues out.
 
 It is the one place that talks to an ``EngineClient`` on behalf of rooms: it
 builds requests (``prompts``), enforces the stall timeout (no delta within
-``stall_timeout_s`` -> ``EngineStalled`` and the request is aborted), and turns
-a choices answer into a validated list of options.
+``stall_timeout_s`` -> ``EngineStalled`` and the request is aborted), and
+guards what reaches clients:
+
+- ``narrate`` streams the prefill (the winning option, written in as the
+  beat's first sentence) and then whole sentences only: a sentence that talks
+  about the audience or voting, or repeats an 8-word run of an earlier beat or
+  of this beat, is dropped; an unfinished tail is dropped, so a beat always
+  ends at a sentence end.
+- ``ballot`` samples ``CANDIDATES`` options concurrently, keeps clean,
+  grounded, distinct ones and tops up from ``fallback_options``.
+- ``cue`` asks for a JSON cue, validates it, retries once, then falls back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
-from collections.abc import AsyncIterator
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 
 from fablecast.inference.engine import EngineClient, close_stream
 from fablecast.inference.prompts import (
     NarrationContext,
-    choices_request,
+    cue_request,
     narration_request,
-    parse_choices,
+    option_request,
 )
+from fablecast.inference.story.ballots import CANDIDATES, clean_option, fallback_options, select
+from fablecast.inference.story.cues import SceneCue, fallback_cue, parse_cue
+from fablecast.inference.story.embed import Embedder, LexicalEmbedder
+from fablecast.inference.story.text import is_meta, shares_run, split_complete
 from fablecast.inference.types import EngineError, EngineStalled, GenerationDelta, GenerationRequest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class BallotResult:
+    """A ballot's options; ``fallback`` of them came from the story card, not the engine."""
+
+    options: list[str]
+    fallback: int
+    candidates: list[str]
+
+
+@dataclass(slots=True)
+class NarrationStats:
+    """What the guard did to the last narration of a context (for the why record and eval)."""
+
+    prefill: str = ""
+    generated: str = ""
+    dropped: int = 0
+    tokens: int = 0
+    #: ``time.monotonic()`` of the first token the engine produced (None: none yet).
+    first_token_at: float | None = None
 
 
 class Narrator:
-    """Runs narration and ballot requests for rooms on one engine (or scheduler)."""
+    """Runs narration, ballot and cue requests for rooms on one engine (or scheduler)."""
 
-    def __init__(self, engine: EngineClient, *, stall_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        engine: EngineClient,
+        *,
+        stall_timeout_s: float = 10.0,
+        embedder: Embedder | None = None,
+        sentence_guard: bool = True,
+    ) -> None:
         self.engine = engine
+        #: False: narration streams token by token, unguarded (token-timing benchmarks).
+        self.sentence_guard = sentence_guard
         self.stall_timeout_s = stall_timeout_s
+        self.embedder: Embedder = embedder or LexicalEmbedder()
         self._ids = itertools.count(1)
+        #: Why recent cues were rejected (for logs and ``fablecast eval``).
+        self.cue_errors: deque[str] = deque(maxlen=50)
 
     def _request_id(self, ctx: NarrationContext, kind: str) -> str:
         return f"{ctx.room}:{ctx.beat}:{kind}:{next(self._ids)}"
@@ -54,18 +107,153 @@ class Narrator:
         finally:
             await close_stream(agen)
 
-    def narrate(self, ctx: NarrationContext) -> AsyncIterator[GenerationDelta]:
-        """Stream the narration of ``ctx.beat``."""
-        return self.stream(narration_request(ctx, self._request_id(ctx, "narrate")))
+    # ------------------------------------------------------------------ narration
+
+    def narrate(
+        self,
+        ctx: NarrationContext,
+        earlier: Sequence[str] = (),
+        stats: NarrationStats | None = None,
+    ) -> AsyncIterator[GenerationDelta]:
+        """Stream beat ``ctx.beat``: the prefill, then whole clean sentences.
+
+        ``earlier`` are recent beats (for the loop guard only; they are not
+        in the prompt). ``stats``, if given, is filled in as the beat goes.
+        """
+        request = narration_request(ctx, self._request_id(ctx, "narrate"))
+        if not self.sentence_guard:
+            return self._unguarded(request)
+        return self._narrate(request, list(earlier), stats or NarrationStats())
+
+    async def _unguarded(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
+        yield GenerationDelta(request.messages[-1].content + " ", 0)
+        async for delta in self.stream(request):
+            yield delta
+
+    async def _narrate(
+        self, request: GenerationRequest, earlier: list[str], stats: NarrationStats
+    ) -> AsyncIterator[GenerationDelta]:
+        prefill = request.messages[-1].content
+        # A prefill left open with a comma is shown without it; the comma (or a full
+        # stop, if the model starts a new sentence) joins the first sentence that is
+        # released, and a full stop closes it if that sentence is dropped.
+        join = prefill.endswith(",")
+        told = prefill.rstrip(",")
+        stats.prefill = told
+        yield GenerationDelta(told, 0)
+        buf = ""
+        pending_tokens = 0
+        space = False  # whether whitespace separates the last told sentence from the next
+        async for delta in self.stream(request):
+            buf += delta.text
+            pending_tokens += delta.tokens
+            stats.tokens += delta.tokens
+            if stats.first_token_at is None and delta.tokens:
+                stats.first_token_at = time.monotonic()
+            done, buf = split_complete(buf, final=delta.finished)
+            for sentence in done:
+                clean = sentence.strip()
+                lead = space or sentence[:1].isspace()
+                space = sentence[-1:].isspace()
+                if not clean:
+                    continue
+                if is_meta(clean) or shares_run(clean, [*earlier, told]):
+                    stats.dropped += 1
+                    if join or (not split_complete(told)[0] and told.strip()):
+                        # The prefill's sentence was left open: close it.
+                        join = False
+                        told += "."
+                        yield GenerationDelta(".", 0)
+                    space = True
+                    continue
+                if join:
+                    join = False
+                    clean = clean.lstrip(",;: ")
+                    text = (". " if clean[:1].isupper() else ", ") + clean
+                else:
+                    text = f" {clean}" if lead and told.strip() else clean
+                told += text
+                stats.generated += text
+                yield GenerationDelta(text, pending_tokens)
+                pending_tokens = 0
+        # The unfinished tail (cut at max_tokens) is dropped: beats end at a sentence end.
+        # A beat with no finished sentence at all (a tiny token budget) is closed
+        # with a full stop after its last whole word instead.
+        if not split_complete(told)[0]:
+            tail = "" if is_meta(buf) else buf.rstrip()
+            tail = tail[: tail.rfind(" ")] if " " in tail.strip() else tail
+            tail = tail.rstrip(" ,;:-")
+            close = f", {tail.strip()}." if join and tail.strip() else f"{tail}."
+            told += close
+            stats.generated += close
+            yield GenerationDelta(close, pending_tokens)
+            pending_tokens = 0
+        yield GenerationDelta("", pending_tokens, finished=True, finish_reason="stop")
+
+    # ------------------------------------------------------------------ ballots
+
+    async def _text(self, request: GenerationRequest) -> str:
+        return "".join([d.text async for d in self.stream(request)])
+
+    async def ballot(self, ctx: NarrationContext, beat_text: str) -> BallotResult:
+        """``ctx.n_choices`` grounded, distinct options after ``beat_text``.
+
+        Raises ``EngineError`` only when every candidate request failed (the
+        engine is down); unusable answers are replaced by fallbacks.
+        """
+        card = ctx.story
+        spec = ctx.spec
+        hero = spec.protagonist
+        exclude = hero.short if hero else ""
+        entities = card.scene_entities(beat_text, exclude=exclude)
+        requests = [
+            option_request(ctx, beat_text, entities, self._request_id(ctx, f"option{k}"), k)
+            for k in range(CANDIDATES)
+        ]
+        answers = await asyncio.gather(*(self._text(r) for r in requests), return_exceptions=True)
+        errors = [a for a in answers if isinstance(a, BaseException)]
+        for a in errors:
+            if isinstance(a, asyncio.CancelledError):
+                raise a
+        if len(errors) == len(answers):
+            raise EngineError(f"every ballot request failed: {errors[0]}")
+        known = self.embedder.known
+        candidates = [
+            clean_option(spec.subject, a, entities, known) if isinstance(a, str) else None
+            for a in answers
+        ]
+        fallbacks = fallback_options(card, ctx.n_choices, seed=ctx.beat)
+        options, used = await asyncio.to_thread(
+            functools.partial(
+                select,
+                candidates,
+                ctx.n_choices,
+                self.embedder,
+                fallbacks,
+                avoid=card.events[-2:],
+                entities=entities,
+            )
+        )
+        if used:
+            log.info("room %s beat %d: %d fallback option(s)", ctx.room, ctx.beat, used)
+        return BallotResult(options, used, [c for c in candidates if c])
 
     async def choices(self, ctx: NarrationContext, beat_text: str) -> list[str]:
-        """The ballot options after ``beat_text``; one retry on an unreadable answer."""
-        last: ValueError | None = None
-        for _attempt in range(2):
-            request = choices_request(ctx, beat_text, self._request_id(ctx, "choices"))
-            parts = [delta.text async for delta in self.stream(request)]
+        """The ballot options after ``beat_text`` (``ballot`` without its details)."""
+        return (await self.ballot(ctx, beat_text)).options
+
+    # ------------------------------------------------------------------ cues
+
+    async def cue(self, ctx: NarrationContext, beat_text: str, tone: str | None = None) -> SceneCue:
+        """The scene cue of ``beat_text``: the engine's, validated, one retry, else the fallback."""
+        for attempt in range(2):
+            request = cue_request(ctx, beat_text, self._request_id(ctx, f"cue{attempt}"))
             try:
-                return parse_choices("".join(parts), ctx.n_choices)
+                return parse_cue(await self._text(request), ctx.story)
             except ValueError as exc:
-                last = exc
-        raise EngineError(f"unreadable choices: {last}")
+                self.cue_errors.append(str(exc))
+                log.info("room %s beat %d: cue rejected: %s", ctx.room, ctx.beat, exc)
+            except EngineError as exc:
+                log.info("room %s beat %d: cue request failed: %s", ctx.room, ctx.beat, exc)
+                break
+        return fallback_cue(ctx.story, beat_text, tone)

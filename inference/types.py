@@ -17,8 +17,8 @@ class ChatMessage:
     content: str
 
 
-#: What a request asks for: a beat's prose, or a ballot of options (JSON).
-RequestKind = Literal["narration", "choices"]
+#: What a request asks for: a beat's prose, one ballot option, or a scene cue (JSON).
+RequestKind = Literal["narration", "choices", "cues"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,12 +26,15 @@ class GenerationRequest:
     """One continuation request.
 
     ``messages`` are laid out stable-prefix first (system, world, story so far)
-    so the engine's prefix cache hits across beats of a room. ``json_schema``
-    asks for structured output where the backend supports it.
+    so the engine's prefix cache hits across beats of a room. A last message
+    of role ``assistant`` is a prefill: the backend continues that turn and
+    streams only what follows it. ``json_schema`` or ``regex`` ask for
+    structured output where the backend supports it.
 
     ``room``, ``kind``, ``beat`` and ``deadline_s`` are for the scheduler (fair
     share per room, token budget per beat, urgency); ``choice`` and ``n_choices``
-    let the scripted engine answer in kind; ``adapter`` names a LoRA adapter the
+    (and ``hints``: the entities a ballot option may name) let the scripted
+    engine answer in kind; ``adapter`` names a LoRA adapter the
     backend serves (None: the base model). Real engines read only the sampling
     fields, ``json_schema`` and ``adapter``.
     """
@@ -52,9 +55,17 @@ class GenerationRequest:
     top_p: float = 0.95
     #: OpenAI-style penalty on tokens by how often they already appeared (0: none).
     frequency_penalty: float = 0.0
+    #: Multiplicative penalty on tokens of the prompt and the output (1: none).
+    repetition_penalty: float = 1.0
     seed: int | None = None
     stop: tuple[str, ...] = ()
     json_schema: Mapping[str, Any] | None = None
+    #: A regular expression the output must match (guided decoding).
+    regex: str | None = None
+    hints: tuple[str, ...] = ()
+    #: Words to favour with a small logit bias (a scene's tone words; backends
+    #: that cannot bias tokens ignore it).
+    favour: tuple[str, ...] = ()
     room: str = ""
 
 

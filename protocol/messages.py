@@ -224,6 +224,58 @@ class Narrator(RoomFrame, tag="narrator", kw_only=True):
     message: str = ""
 
 
+class Cue(RoomFrame, tag="cue", kw_only=True):
+    """The scene of beat ``beat`` (sent after its ``beat_end``, before the ballot).
+
+    For scenes and overlays. Validated before it is sent; ``source`` is
+    ``fallback`` when the engine's cue failed its schema twice and the server
+    built one from the story state.
+    """
+
+    beat: int
+    location: str
+    time_of_day: str
+    weather: str
+    lighting: str
+    music: str
+    characters: list[str]
+    image_prompt: str
+    source: Literal["engine", "fallback"] = "engine"
+
+
+class StoryState(msgspec.Struct, kw_only=True, gc=False):
+    """The compact story state a beat's prompt was built from."""
+
+    location: str = ""
+    present: list[str] = []
+    carrying: list[str] = []
+    goal: str | None = None
+    summary: str = ""
+
+
+class Why(RoomFrame, tag="why", kw_only=True):
+    """Why beat ``beat`` went as it did (sent after its ``beat_end``; kept by the room).
+
+    ``ballot``, ``counts``, ``winner``, ``voters`` and ``tie_break`` are those of
+    the vote that chose ``choice`` (empty for the opening beat); ``mood`` is the
+    room's mood when the beat was requested; ``tone`` and ``directive`` the tone
+    directive applied; ``state`` and ``lore`` what the prompt was given.
+    """
+
+    beat: int
+    choice: str | None = None
+    ballot: list[str] = []
+    counts: list[int] = []
+    winner: int | None = None
+    voters: int = 0
+    tie_break: str | None = None
+    mood: dict[str, float] = {}
+    tone: str | None = None
+    directive: str | None = None
+    state: StoryState | None = None
+    lore: list[str] = []
+
+
 # ---- messages for one viewer: no seq
 
 
@@ -300,6 +352,8 @@ RoomMessage = (
     | Presence
     | Phase
     | Narrator
+    | Cue
+    | Why
 )
 ServerMessage = RoomMessage | Welcome | Snapshot | Error | VoteAck | Pong
 
@@ -316,4 +370,6 @@ ROOM_FRAME_TYPES: Final = (
     Presence,
     Phase,
     Narrator,
+    Cue,
+    Why,
 )

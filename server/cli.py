@@ -10,7 +10,7 @@ import signal
 import sys
 from typing import Any
 
-from fablecast.server.config import Config, ConfigError, load_config
+from fablecast.server.config import Config, ConfigError, apply_story, load_config
 from fablecast.server.node import Node
 
 log = logging.getLogger("fablecast")
@@ -22,6 +22,12 @@ def register(sub: Any) -> None:
     p.add_argument("--config", help="TOML config file (see docs/configuration.md)")
     p.add_argument("--engine", help="engine kind: scripted, vllm, openai, transformers")
     p.add_argument("--model", help="model for the engine (HF directory or hub name)")
+    p.add_argument(
+        "--story",
+        metavar="FILE|PRESET",
+        help="story spec for every room: a TOML file or a preset "
+        "(lantern_market, noir, space_opera, fairy_tale, wuxia; docs/stories.md)",
+    )
     p.add_argument("--host", help="listen address (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="listen port (default 8765; 0 picks a free one)")
     p.add_argument("--tick-ms", type=int, help="coalescing tick in ms (default 50)")
@@ -46,6 +52,10 @@ def configure(args: argparse.Namespace) -> Config:
         config.engine.kind = args.engine
     if args.model is not None:
         config.engine.model = args.model
+    if getattr(args, "story", None):
+        for rc in config.rooms:
+            rc.story = args.story
+            apply_story(rc)
     return config
 
 

@@ -70,12 +70,19 @@ class EngineConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     options: dict[str, Any] = {}
     #: Scheduler policy (``inference.scheduler.SchedulerConfig`` fields; docs/engines.md).
     scheduler: dict[str, Any] = {}
+    #: Release narration a whole sentence at a time, dropping meta-talk, repeated
+    #: runs and the cut tail (docs/stories.md). Token-timing benchmarks switch it off.
+    sentence_guard: bool = True
 
 
 class RoomConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """One room opened at start (more can be opened at run time later)."""
 
     name: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+    #: Story spec: a preset name or a TOML file (docs/stories.md). When set, its
+    #: title, premise and [beat] sizes replace title, premise, n_choices, vote_s
+    #: and narration_tokens.
+    story: str | None = None
     title: str = DEFAULT_TITLE
     premise: str = DEFAULT_PREMISE
     style: str = "Vivid and concise, present tense, one scene at a time."
@@ -100,7 +107,29 @@ class RoomConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 def _default_rooms() -> list[RoomConfig]:
-    return [RoomConfig(name="demo")]
+    # As ``apply_story`` leaves it, so the defaults equal an empty config file.
+    return [RoomConfig(name="demo", story="lantern_market", narration_tokens=110)]
+
+
+def apply_story(rc: RoomConfig) -> None:
+    """Load ``rc.story`` and copy its title, premise and beat sizes into ``rc``.
+
+    Raises ``ConfigError("room NAME: FILE: KEY: REASON")`` for a bad spec.
+    """
+    if rc.story is None:
+        return
+    from fablecast.inference.story.spec import SpecError, load_spec
+
+    try:
+        spec = load_spec(rc.story)
+    except SpecError as exc:
+        raise ConfigError(f"room {rc.name}: {exc}") from None
+    rc.title, rc.premise = spec.title, spec.premise
+    rc.n_choices, rc.vote_s, rc.narration_tokens = (
+        spec.beat.options,
+        spec.beat.vote_s,
+        spec.beat.tokens,
+    )
 
 
 class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -131,4 +160,6 @@ def load_config(path: str | Path | None = None) -> Config:
     names = [r.name for r in config.rooms]
     if len(set(names)) != len(names):
         raise ConfigError(f"{p}: room names must be unique")
+    for rc in config.rooms:
+        apply_story(rc)
     return config

@@ -68,7 +68,9 @@ class Node:
         # Every room's requests go through one scheduler: admission, fairness, budgets,
         # a bounded queue, and per-room status (busy/stalled) shown to the audience.
         self.engine = ScheduledEngine(base, SchedulerConfig(**cfg.scheduler))
-        self.narrator = Narrator(self.engine, stall_timeout_s=cfg.stall_timeout_s)
+        self.narrator = Narrator(
+            self.engine, stall_timeout_s=cfg.stall_timeout_s, sentence_guard=cfg.sentence_guard
+        )
         s = self.config.server
         self.rooms = RoomRegistry(s, self.engine, self.narrator, self.metrics, clock)
         self.engine.on_status = self.rooms.narrator_status

@@ -17,8 +17,9 @@ import contextlib
 from collections.abc import Callable, Iterator
 
 from fablecast.inference.narrator import Narrator
-from fablecast.inference.prompts import StorySpec
+from fablecast.inference.prompts import StorySpec, story_spec
 from fablecast.inference.scheduled import ScheduledEngine
+from fablecast.inference.story.spec import load_spec
 from fablecast.protocol import messages as m
 from fablecast.server.config import RoomConfig, ServerConfig
 from fablecast.server.fanout import Fanout
@@ -102,7 +103,7 @@ class RoomRegistry:
             stream=stream,
             fanout=fanout,
             narrator=self.narrator,
-            spec=StorySpec(title=rc.title, premise=rc.premise, style=rc.style),
+            spec=_spec(rc),
             metrics=self.metrics,
             clock=clock,
         )
@@ -143,3 +144,8 @@ class RoomRegistry:
     def audience_changed(self, runner: RoomRunner) -> None:
         """A viewer joined or left ``runner``'s room: the scheduler weighs rooms by audience."""
         self.engine.set_audience(runner.name, runner.viewer_count)
+
+
+def _spec(rc: RoomConfig) -> StorySpec:
+    """The room's story spec: its ``story`` (validated at config load), else title and premise."""
+    return load_spec(rc.story) if rc.story else story_spec(rc.title, rc.premise, rc.style)

@@ -91,10 +91,21 @@ def narration_text(request: GenerationRequest) -> str:
     """The full narration the scripted engine tells for ``request``."""
     rnd = _rng(request)
     parts: list[str] = []
-    choice = request.choice
-    if choice:
-        parts.append(f"The audience chose: {choice.rstrip('.')}.")
-        parts.append(_fill("So {hero} did exactly that, heart pounding.", rnd))
+    if request.choice:
+        # The prefill already told the choice; continue it.
+        parts.append(_fill("It was done before {hero} could doubt it, heart pounding.", rnd))
+    prefill = request.messages[-1].content if request.messages else ""
+    if request.messages and request.messages[-1].role == "assistant":
+        # Continue the prefill: close its open sentence, or start a new one.
+        end = prefill.rstrip()[-1:]
+        lead = (
+            " "
+            if end in (".", "!", "?")
+            else " heart pounding. "
+            if end == ","
+            else ", heart pounding. "
+        )
+        parts.insert(0, lead.rstrip() if lead.strip() else "")
     # Whole sentences only, as many as fit in max_tokens (one word = one token here).
     used = sum(len(p.split()) for p in parts)
     while True:
@@ -103,14 +114,41 @@ def narration_text(request: GenerationRequest) -> str:
             break
         parts.append(sentence)
         used += len(sentence.split())
-    return " ".join(parts)
+    text = " ".join(parts)
+    return text if text[:1] in (",", " ") else " " + text
+
+
+_VERBS = ("follows", "searches", "hides", "questions", "runs toward", "studies", "trusts", "warns")
+_VERBS_FIRST = ("follow", "search", "hide", "question", "run toward", "study", "trust", "warn")
 
 
 def choices_text(request: GenerationRequest) -> str:
-    """The JSON ballot the scripted engine offers for ``request``."""
+    """A ballot answer: one option (the continuation of the subject) when the
+    request names the entities it may use (``hints``), else a JSON ballot."""
     rnd = _rng(request)
+    first_person = bool(request.messages) and request.messages[-1].content == "I"
+    if request.hints:
+        verbs = _VERBS_FIRST if first_person else _VERBS
+        return f" {rnd.choice(verbs)} {rnd.choice(request.hints)}."
+    if request.regex is not None:  # a story that names no places or things
+        return f" {rnd.choice(('waits', 'listens', 'hurries', 'hides'))} very quietly."
     n = max(2, min(5, request.n_choices or 3))
     return json.dumps({"choices": rnd.sample(_CHOICES, n)})
+
+
+def cue_text(request: GenerationRequest) -> str:
+    """A scene cue: the first allowed value of every enum field of the request's schema."""
+    rnd = _rng(request)
+    props = (request.json_schema or {}).get("properties", {})
+    out: dict[str, object] = {}
+    for key, prop in props.items():
+        if "enum" in prop:
+            out[key] = rnd.choice(prop["enum"])
+        elif prop.get("type") == "array":
+            out[key] = [prop["items"]["enum"][0]]
+        else:
+            out[key] = "A quiet street at night, lamps glowing in the rain"
+    return json.dumps(out)
 
 
 class ScriptedEngine:
@@ -174,8 +212,15 @@ class ScriptedEngine:
         elif self.stall_next > 0:
             self.stall_next -= 1
             stall = True
-        text = choices_text(request) if request.kind == "choices" else narration_text(request)
+        if request.kind == "choices":
+            text = choices_text(request)
+        elif request.kind == "cues":
+            text = cue_text(request)
+        else:
+            text = narration_text(request)
         words = _WORD.findall(text)[: request.max_tokens]
+        if words and text[:1].isspace():
+            words[0] = " " + words[0]  # a continuation keeps its leading space
         interval = 1.0 / self.tokens_per_s
         loop = asyncio.get_running_loop()
         start = loop.time()

@@ -160,7 +160,10 @@ class TransformersEngine:
         if not request.messages:
             return [int(self._tok.bos_token_id or 1)]
         msgs = [{"role": m.role, "content": m.content} for m in request.messages]
-        ids = self._tok.apply_chat_template(msgs, add_generation_prompt=True)
+        prefill = bool(request.messages) and request.messages[-1].role == "assistant"
+        ids = self._tok.apply_chat_template(
+            msgs, add_generation_prompt=not prefill, continue_final_message=prefill
+        )
         if not isinstance(ids, list):
             ids = ids["input_ids"]
         return [int(i) for i in ids]

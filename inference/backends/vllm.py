@@ -31,6 +31,9 @@ from fablecast.inference.types import (
     GenerationRequest,
 )
 
+#: Logit bias given to each token of ``GenerationRequest.favour`` words.
+FAVOUR_BIAS = 2.5
+
 #: Defaults tuned on a small CPU machine; see docs/engines.md.
 DEFAULT_MAX_NUM_SEQS = 32
 DEFAULT_MAX_MODEL_LEN = 4096
@@ -216,24 +219,56 @@ class VLLMEngine:
         structured = None
         if request.json_schema is not None:
             structured = StructuredOutputsParams(json=dict(request.json_schema))
+        elif request.regex is not None:
+            structured = StructuredOutputsParams(regex=request.regex)
+        bias = self._bias(request.favour) if request.favour else None
         return SamplingParams(
+            logit_bias=bias,
             max_tokens=request.max_tokens,
             temperature=request.temperature,
             top_p=request.top_p,
             frequency_penalty=request.frequency_penalty,
+            repetition_penalty=request.repetition_penalty,
             seed=request.seed if self.request_seeds else None,
             stop=list(request.stop) or None,
             output_kind=RequestOutputKind.DELTA,
             structured_outputs=structured,
         )
 
+    def _bias(self, words: tuple[str, ...]) -> dict[int, float] | None:
+        """Token ids of ``words`` (with and without a leading space) -> ``FAVOUR_BIAS``."""
+        cache: dict[str, list[int]] = self.__dict__.setdefault("_favour_ids", {})
+        tok = self._llm.tokenizer
+        if tok is None:
+            return None
+        out: dict[int, float] = {}
+        for word in words:
+            ids = cache.get(word)
+            if ids is None:
+                ids = []
+                for form in dict.fromkeys(
+                    (f" {word}", f" {word.lower()}", f" {word.capitalize()}")
+                ):
+                    enc = tok.encode(form, add_special_tokens=False)
+                    if len(enc) == 1:  # only whole-word tokens: no fragments favoured
+                        ids.append(int(enc[0]))
+                cache[word] = ids
+            for i in ids:
+                out[i] = FAVOUR_BIAS
+        return out or None
+
     async def _prompt(self, request: GenerationRequest) -> Any:
         from vllm.renderers.params import ChatParams
 
         messages = [{"role": m.role, "content": m.content} for m in request.messages]
         # The assistant turn must be opened by the template, or the model writes the
-        # role header itself ("assistant\n...") into the story.
-        params = ChatParams(chat_template_kwargs={"add_generation_prompt": True})
+        # role header itself ("assistant\n...") into the story. A last assistant
+        # message is a prefill: the template leaves that turn open to be continued.
+        if request.messages and request.messages[-1].role == "assistant":
+            kwargs = {"add_generation_prompt": False, "continue_final_message": True}
+        else:
+            kwargs = {"add_generation_prompt": True}
+        params = ChatParams(chat_template_kwargs=kwargs)
         _convs, inputs = await self._llm.renderer.render_chat_async([messages], params)
         return inputs[0]
 

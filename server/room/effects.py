@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from fablecast.protocol.messages import NarratorState, RoomMessage, ServerMessage
+from fablecast.protocol.messages import Cue, NarratorState, RoomMessage, ServerMessage, StoryState
 from fablecast.server.room.mood import MoodSnapshot
 
 TimerKind = Literal["vote_close", "reveal", "retry", "mood"]
@@ -67,18 +67,30 @@ class NarrationDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class BeatNotes:
+    """What a beat's prompt was built from (for the why record)."""
+
+    tone: str | None = None
+    directive: str | None = None
+    state: StoryState | None = None
+    lore: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class NarrationDone:
-    """Request ``request`` finished its narration."""
+    """Request ``request`` finished its narration; ``notes`` say what its prompt used."""
 
     request: int
+    notes: BeatNotes | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class ChoicesReady:
-    """Request ``request`` produced ballot options."""
+    """Request ``request`` produced ballot options (and the last beat's scene cue)."""
 
     request: int
     options: tuple[str, ...]
+    cue: Cue | None = None
 
 
 @dataclass(frozen=True, slots=True)

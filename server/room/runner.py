@@ -14,9 +14,12 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from fablecast.inference.narrator import Narrator
-from fablecast.inference.prompts import NarrationContext, PastBeat, StorySpec, mood_directive
+from fablecast.inference.narrator import NarrationStats, Narrator
+from fablecast.inference.prompts import NarrationContext, StorySpec, story_spec
+from fablecast.inference.story.state import StoryCard
+from fablecast.inference.story.tone import tone_for_mood
 from fablecast.inference.types import EngineBusy, EngineStalled
+from fablecast.protocol import messages as m
 from fablecast.protocol.messages import ServerMessage
 from fablecast.server.fanout import Fanout
 from fablecast.server.metrics import Metrics
@@ -54,7 +57,13 @@ class RoomRunner:
         self.stream = stream
         self.fanout = fanout
         self.narrator = narrator
+        if isinstance(spec.style, str) or not spec.characters:
+            # A room configured with a title and premise only (no spec file).
+            style = spec.style if isinstance(spec.style, str) else spec.style.tone
+            spec = story_spec(spec.title, spec.premise, style, spec.adapter)
         self.spec = spec
+        #: The story state card, updated as beats are committed (never sent raw).
+        self.card = StoryCard(spec)
         self.metrics = metrics
         self.clock = clock
         self._task: asyncio.Task[None] | None = None
@@ -162,25 +171,34 @@ class RoomRunner:
 
     def _context(self, beat: int, choice: str | None, mood: MoodSnapshot) -> NarrationContext:
         s = self.room.settings
+        self._sync_card()
         return NarrationContext(
             room=self.name,
             beat=beat,
             spec=self.spec,
-            story=[PastBeat(b.text, b.choice) for b in self.room.story],
-            story_start=self.room.beats_forgotten,
+            card=self.card,
             choice=choice,
-            mood=mood_directive(mood.valence, mood.arousal, mood.intensity),
+            tone=tone_for_mood(mood.valence, mood.arousal, mood.intensity, mood.reactions),
             max_tokens=s.narration_tokens,
             n_choices=s.n_choices,
+            lore=self.card.lore(f"{self.card.last_beat} {choice or ''}"),
             # A beat that acts out a vote's winner is awaited by the whole room right
             # now: it starts before fair-share order (the scheduler's urgent rule).
             deadline_s=0.0 if choice else None,
         )
 
+    def _sync_card(self) -> None:
+        """Fold beats the room committed since the last request into the story card."""
+        for b in self.room.story:
+            if b.beat > self.card.beats:
+                self.card.update(b.text, b.choice)
+
     async def _narrate(self, eff: fx.RequestNarration) -> None:
         ctx = self._context(eff.beat, eff.choice, eff.mood)
+        stats = NarrationStats()
+        earlier = [b.text for b in self.room.story[-8:]]
         try:
-            async for delta in self.narrator.narrate(ctx):
+            async for delta in self.narrator.narrate(ctx, earlier, stats):
                 if delta.tokens:
                     self.metrics.engine_tokens.inc(delta.tokens)
                 if delta.text:
@@ -190,18 +208,46 @@ class RoomRunner:
         except Exception as exc:
             self._failed(eff.request, exc)
             return
-        self.dispatch(fx.NarrationDone(eff.request))
+        card = ctx.story.to_dict()
+        notes = fx.BeatNotes(
+            tone=ctx.tone.name if ctx.tone else None,
+            directive=ctx.tone.directive if ctx.tone else None,
+            state=m.StoryState(
+                location=card["location"],
+                present=card["present"],
+                carrying=card["carrying"],
+                goal=card["goal"],
+                summary=card["summary"],
+            ),
+            lore=tuple(ctx.lore),
+        )
+        self.dispatch(fx.NarrationDone(eff.request, notes))
 
     async def _choices(self, eff: fx.RequestChoices) -> None:
-        ctx = self._context(eff.beat, None, self.room.mood.read(self.clock()))
+        mood = self.room.mood.read(self.clock())
+        ctx = self._context(eff.beat, None, mood)
         try:
-            options = await self.narrator.choices(ctx, eff.text)
+            ballot, cue = await asyncio.gather(
+                self.narrator.ballot(ctx, eff.text),
+                self.narrator.cue(ctx, eff.text, ctx.tone.name if ctx.tone else None),
+            )
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             self._failed(eff.request, exc)
             return
-        self.dispatch(fx.ChoicesReady(eff.request, tuple(options)))
+        frame = m.Cue(
+            beat=eff.beat,
+            location=cue.location,
+            time_of_day=cue.time_of_day,
+            weather=cue.weather,
+            lighting=cue.lighting,
+            music=cue.music,
+            characters=list(cue.characters),
+            image_prompt=cue.image_prompt,
+            source="fallback" if cue.source == "fallback" else "engine",
+        )
+        self.dispatch(fx.ChoicesReady(eff.request, tuple(ballot.options), frame))
 
     def _failed(self, request: int, exc: Exception) -> None:
         stalled = isinstance(exc, EngineStalled)

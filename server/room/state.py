@@ -112,6 +112,10 @@ class Room:
     _retry_stage: str = "narration"
     _buckets: dict[str, _Bucket] = field(default_factory=dict)
     _started: bool = False
+    #: Why records of the last committed beats (as many as ``story``).
+    whys: list[m.Why] = field(default_factory=list)
+    _beat_mood: MoodSnapshot | None = None
+    _last_ballot: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.mood.half_life_s = self.settings.mood_half_life_s
@@ -213,11 +217,14 @@ class Room:
                 if request == self.current_request and self._stage == "narration" and text:
                     self.partial.append(text)
                     out.append(fx.AppendText(self.beat, text))
-            case fx.NarrationDone(request):
+            case fx.NarrationDone(request, notes):
                 if request == self.current_request and self._stage == "narration":
-                    self._on_narration_done(now, out)
-            case fx.ChoicesReady(request, options):
+                    self._on_narration_done(now, out, notes)
+            case fx.ChoicesReady(request, options, cue):
                 if request == self.current_request and self._stage == "choices":
+                    if cue is not None and self.story:
+                        cue.beat = self.story[-1].beat
+                        out.append(fx.Publish(cue))
                     self._on_choices(options, now, out)
             case fx.EngineFailed(request, reason, stalled, busy):
                 if request == self.current_request:
@@ -255,7 +262,8 @@ class Room:
         self.partial.clear()
         request = self._next_request("narration")
         out.append(fx.Publish(m.BeatStart(beat=self.beat, choice=self.choice)))
-        out.append(fx.RequestNarration(request, self.beat, self.choice, self.mood.read(now)))
+        self._beat_mood = self.mood.read(now)
+        out.append(fx.RequestNarration(request, self.beat, self.choice, self._beat_mood))
 
     def _request_choices(self, out: list[fx.Effect]) -> None:
         request = self._next_request("choices")
@@ -342,11 +350,14 @@ class Room:
         if "mood" not in self._timers:
             self._arm("mood", now + s.mood_refresh_s, out)
 
-    def _on_narration_done(self, now: float, out: list[fx.Effect]) -> None:
+    def _on_narration_done(
+        self, now: float, out: list[fx.Effect], notes: fx.BeatNotes | None = None
+    ) -> None:
         text = self.partial.text().strip()
         if not text:
             self._on_failure("the engine returned no text", False, now, out)
             return
+        why = self._why(notes)
         beat = self.beat
         self.story.append(CommittedBeat(beat, text, self.choice))
         # Hold a bounded story: a room may run for days. Trimming a few beats past
@@ -358,7 +369,37 @@ class Room:
         self.partial.clear()
         self._failures = 0
         out.append(fx.Publish(m.BeatEnd(beat=beat, text=text)))
+        self.whys.append(why)
+        del self.whys[: -self.story_memory]
+        out.append(fx.Publish(why))
         self._request_choices(out)
+
+    def _why(self, notes: fx.BeatNotes | None) -> m.Why:
+        """The why record of the beat being committed (before the frame is stamped)."""
+        notes = notes or fx.BeatNotes()
+        mood = self._beat_mood
+        why = m.Why(
+            beat=self.beat,
+            choice=self.choice,
+            mood=(
+                {"valence": mood.valence, "arousal": mood.arousal, "intensity": mood.intensity}
+                | {f"reaction.{k}": v for k, v in mood.reactions.items()}
+                if mood is not None
+                else {}
+            ),
+            tone=notes.tone,
+            directive=notes.directive,
+            state=notes.state,
+            lore=list(notes.lore),
+        )
+        result = self.last_result
+        if self.choice is not None and result is not None and self._last_ballot:
+            why.ballot = list(self._last_ballot)
+            why.counts = list(result.counts)
+            why.winner = result.winner
+            why.voters = result.voters
+            why.tie_break = result.tie_break
+        return why
 
     def _on_choices(self, options: tuple[str, ...], now: float, out: list[fx.Effect]) -> None:
         options = tuple(options[: self.settings.n_choices])
@@ -407,6 +448,7 @@ class Room:
             window = self.window
             result = window.result(f"{self.settings.seed}:{self.name}")
             self.last_result = result
+            self._last_ballot = window.options
             self.window = None
             self.choice = window.options[result.winner]
             self._go(Step.WINDOW_CLOSED, out)

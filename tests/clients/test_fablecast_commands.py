@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from fablecast.protocol.messages import (
     BeatEnd,
     BeatStart,
     Error,
+    Narrator,
     Option,
     Phase,
     Presence,
@@ -150,7 +152,7 @@ def test_text_renderer_tty_rewrites_the_status_line_in_place() -> None:
         tty=True,
         color=True,
     )
-    assert "mood +0.40/0.70 joy, fear" in text
+    assert "mood: valence +0.40, arousal +0.70 (joy, fear)" in text
     assert "\r\x1b[2K" in text  # cleared before the narration
     assert text.endswith("Hi")
     renderer.finish()
@@ -178,7 +180,10 @@ def test_json_renderer_prints_one_line_per_message_with_type() -> None:
     r.handle(welcome())
     r.note("keys")
     lines = out.getvalue().splitlines()
-    assert json.loads(lines[0]) == {
+    first = json.loads(lines[0])
+    received = first.pop("received_ms")
+    assert abs(received / 1000 - time.time()) < 60  # stamped on receipt, wall clock in ms
+    assert first == {
         "type": "token", "epoch": "e1", "seq": 3, "beat": 1, "text": "hi",
     }  # fmt: skip
     assert json.loads(lines[1])["type"] == "welcome"
@@ -221,6 +226,23 @@ def test_reaction_keys_cover_every_reaction_and_avoid_command_keys() -> None:
     assert sorted(REACTION_KEYS.values()) == sorted(REACTIONS)
     assert not set(REACTION_KEYS) & {"q", "p", "?"}
     assert all(k in key_help() for k in REACTION_KEYS)
+    assert "1-3 vote" in key_help(3) and "Enter" not in key_help(3)
+    assert "(then Enter)" in key_help(enter=True)
+
+
+def test_warm_up_retries_show_as_one_line() -> None:
+    text, *_ = render(
+        [
+            BeatAbort(epoch="e1", seq=1, beat=1, reason="engine not ready: not started"),
+            Narrator(epoch="e1", seq=2, state="down", message="engine not ready: not started"),
+            Phase(epoch="e1", seq=3, phase="paused", beat=1, reason="engine"),
+            Narrator(epoch="e1", seq=4, state="ok", message="retrying"),
+            BeatAbort(epoch="e1", seq=5, beat=1, reason="engine not ready: not started"),
+            token(6, "Once"),
+        ]
+    )
+    assert text.count("warming up") == 1
+    assert "not ready" not in text and "retrying" not in text and "Once" in text
 
 
 async def test_digit_votes_in_the_open_window() -> None:
@@ -398,11 +420,17 @@ async def test_play_votes_from_piped_stdin() -> None:
         proc.stdin.write(b"2\n")
         await proc.stdin.drain()
         lines = await read_json_until(proc, lambda m: m["type"] == "vote_ack")
-        assert lines[-1] == {"type": "vote_ack", "window": 3, "option": 1, "status": "counted"}
+        assert {k: v for k, v in lines[-1].items() if k != "received_ms"} == {
+            "type": "vote_ack",
+            "window": 3,
+            "option": 1,
+            "status": "counted",
+        }
         assert votes == [Vote(window=3, option=1)]
         proc.stdin.write(b"q\n")
         await proc.stdin.drain()
         async with asyncio.timeout(timeout(30)):
             _, err = await proc.communicate()
         assert proc.returncode == 0, err
-        assert "1-5 vote" in err.decode()  # the key map, on stderr in --json mode
+        assert "digits vote" in err.decode()  # the key map, on stderr in --json mode
+        assert "(then Enter)" in err.decode()  # piped: lines, not keys

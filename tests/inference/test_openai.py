@@ -27,7 +27,7 @@ pytest.importorskip("httpx", reason="the openai backend needs httpx: pip install
 from fablecast.inference.backends import create_engine
 from fablecast.inference.backends.openai import OpenAIEngine, _parse_chunk
 from fablecast.inference.narrator import Narrator
-from fablecast.inference.prompts import NarrationContext, StorySpec, parse_choices
+from fablecast.inference.prompts import NarrationContext, parse_choices, story_spec
 from fablecast.inference.types import (
     ChatMessage,
     EngineError,
@@ -269,7 +269,7 @@ async def test_real_api_server_stream_crash_and_failover() -> None:
         assert eng.model == "smollm2"
         # A narration and a structured ballot through the real server.
         narrator = Narrator(eng, stall_timeout_s=scaled(60))
-        ctx = NarrationContext("r", 1, StorySpec("Salt", "Miners find a door."), (), max_tokens=24)
+        ctx = NarrationContext("r", 1, story_spec("Salt", "Miners find a door."), max_tokens=24)
         text = "".join([d.text async for d in narrator.narrate(ctx)])
         assert text.strip()
         choices = await narrator.choices(ctx, text)

@@ -10,7 +10,7 @@ import pytest
 from fablecast.inference.backends.scripted import ScriptedEngine
 from fablecast.inference.engine import EngineClient
 from fablecast.inference.narrator import Narrator
-from fablecast.inference.prompts import NarrationContext, StorySpec
+from fablecast.inference.prompts import NarrationContext, story_spec
 from fablecast.inference.scheduled import ScheduledEngine
 from fablecast.inference.scheduler import SchedulerConfig
 from fablecast.inference.types import (
@@ -168,7 +168,7 @@ async def test_narrator_over_scheduler() -> None:
     eng = ScheduledEngine(inner)
     await eng.start()
     narrator = Narrator(eng, stall_timeout_s=2)
-    ctx = NarrationContext(room="r", beat=1, spec=StorySpec("T", "P"), story=(), max_tokens=30)
+    ctx = NarrationContext(room="r", beat=1, spec=story_spec("T", "P"), max_tokens=30)
     text = "".join([d.text async for d in narrator.narrate(ctx)])
     assert text
     choices = await narrator.choices(ctx, text)

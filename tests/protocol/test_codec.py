@@ -78,6 +78,31 @@ ROOM_SAMPLES: list[m.RoomMessage] = [
     m.Phase(epoch="e", seq=14, phase="voting", beat=1),
     m.Narrator(epoch="e", seq=15, state="stalled", message="no tokens for 10 s"),
     m.Narrator(epoch="e", seq=16, state="ok"),
+    m.Cue(
+        epoch="e",
+        seq=17,
+        beat=2,
+        location="the docks",
+        time_of_day="night",
+        weather="rain",
+        lighting="neon",
+        music="tense",
+        characters=["Sam"],
+        image_prompt="A wet pier",
+    ),
+    m.Why(
+        epoch="e",
+        seq=18,
+        beat=2,
+        choice="I go",
+        ballot=["I go", "I stay"],
+        counts=[2, 1],
+        winner=0,
+        voters=3,
+        mood={"valence": 0.1},
+        tone="calm",
+        state=m.StoryState(location="the docks"),
+    ),
 ]
 
 PERSONAL_SAMPLES: list[m.ServerMessage] = [

@@ -151,3 +151,23 @@ def test_every_core_room_setting_is_configurable() -> None:
     assert core <= set(RoomConfig.__struct_fields__)
     settings = RoomConfig(name="x", vote_s=3.0, retry_max_s=9.0).settings()
     assert (settings.vote_s, settings.retry_max_s) == (3.0, 9.0)
+
+
+def test_a_room_story_sets_title_premise_and_beat_sizes(tmp_path: Path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text('[[rooms]]\nname = "r"\nstory = "noir"\n')
+    rc = load_config(f).rooms[0]
+    assert rc.title == "Rain on Saint Agnes Street"
+    assert (rc.n_choices, rc.vote_s, rc.narration_tokens) == (3, 15.0, 110)
+
+
+def test_a_bad_story_is_refused_with_file_key_and_reason(tmp_path: Path) -> None:
+    spec = tmp_path / "s.toml"
+    spec.write_text('title = "T"\npremise = "P"\n[beat]\noptions = 9\n')
+    f = tmp_path / "c.toml"
+    f.write_text(f'[[rooms]]\nname = "r"\nstory = "{spec}"\n')
+    with pytest.raises(ConfigError, match=rf"room r: {spec}: beat.options: Expected `int` <= 5"):
+        load_config(f)
+    f.write_text('[[rooms]]\nname = "r"\nstory = "no-such-preset"\n')
+    with pytest.raises(ConfigError, match="no-such-preset: \\(file\\): cannot read"):
+        load_config(f)

@@ -9,6 +9,7 @@ whose ``func(args) -> int`` runs the command; none of them imports this module
 - ``fablecast.inference.cli``: ``model prepare``
 - ``fablecast.bench.cli``: ``bench fanout|votes|soak|engine|plots``
 - ``fablecast.screenshots``: ``screenshots``
+- ``fablecast.eval.cli``: ``eval`` (story quality on a real engine)
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ _REGISTRANTS = (
     "fablecast.inference.cli",
     "fablecast.bench.cli",
     "fablecast.screenshots",
+    "fablecast.eval.cli",
 )
 
 

@@ -122,10 +122,13 @@ def test_full_beat_loop(h: Any) -> None:
     assert h.room.beat == 1
 
     out = h.send(fx.NarrationDone(h.narration.request))
+    why = m.Why(beat=1, mood={"valence": 0.0, "arousal": 0.0, "intensity": 0.0})
     assert out == [
         fx.Publish(m.BeatEnd(beat=1, text="Once upon a lantern.")),
+        fx.Publish(why),
         fx.RequestChoices(2, 1, "Once upon a lantern."),
     ]
+    assert h.room.whys == [why]
     assert [(b.beat, b.text, b.choice) for b in h.room.story] == [(1, "Once upon a lantern.", None)]
     assert h.room.partial.text() == ""
     assert h.room.phase is Phase.NARRATING  # the ballot is still being written
@@ -689,7 +692,7 @@ def test_leaving_mid_narration_does_not_pause(h: Any) -> None:
     h.send(fx.ViewerLeft("alice"))
     assert h.room.phase is Phase.NARRATING
     out = h.narrate("Still told.")
-    assert tags(out) == ["beat_end"]
+    assert tags(out) == ["beat_end", "why"]
 
 
 # --------------------------------------------------------------------------- narrator status
@@ -856,3 +859,52 @@ def test_a_long_story_is_held_bounded_with_absolute_beat_numbers(make: Any) -> N
     assert [b.beat for b in snap.story] == [3 * keep - 1, 3 * keep, 3 * keep + 1]
     assert snap.truncated
     assert snap.beat == 3 * keep + 2  # the next beat is being narrated
+
+
+# --------------------------------------------------------------------------- cue and why
+
+
+def test_cue_goes_out_before_the_ballot_and_why_records_the_vote(h: Any) -> None:
+    h.open("alice", "bob")
+    h.narrate("Mira finds the lantern.")
+    cue = m.Cue(
+        beat=0,
+        location="the market",
+        time_of_day="night",
+        weather="fog",
+        lighting="dim",
+        music="mysterious",
+        characters=["Mira"],
+        image_prompt="A courier holding a dark lantern in fog",
+    )
+    out = h.send(fx.ChoicesReady(h.choices.request, ("Mira runs", "Mira hides", "Mira waits"), cue))
+    assert tags(out).index("cue") < tags(out).index("ballot")
+    assert cue.beat == 1  # stamped with the beat it describes
+    h.vote("alice", 2)
+    h.vote("bob", 2)
+    h.send(fx.ReactionSent("alice", reaction="fear"))
+    h.fire("vote_close")
+    h.fire("reveal")
+    notes = fx.BeatNotes(
+        tone="tense",
+        directive="Make this scene tense.",
+        state=m.StoryState(location="the market", present=["Mira"]),
+        lore=("A fact.",),
+    )
+    out = h.send(fx.NarrationDelta(h.narration.request, "Mira waits. She listens."))
+    out = h.send(fx.NarrationDone(h.narration.request, notes))
+    (why,) = frames(out, m.Why)
+    assert why.beat == 2 and why.choice == "Mira waits"
+    assert why.ballot == ["Mira runs", "Mira hides", "Mira waits"]
+    assert why.counts == [0, 0, 2] and why.winner == 2 and why.voters == 2
+    assert why.tone == "tense" and why.lore == ["A fact."]
+    assert why.state is not None and why.state.location == "the market"
+    assert why.mood["reaction.fear"] > 0
+    assert h.room.whys[-1] is why
+
+
+def test_why_records_are_bounded(h: Any) -> None:
+    h.open("alice")
+    for _ in range(h.room.story_memory + 5):
+        h.play_beat()
+    assert len(h.room.whys) <= h.room.story_memory

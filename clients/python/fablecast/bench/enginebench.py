@@ -29,7 +29,7 @@ from typing import Any
 
 from fablecast.inference.backends import create_engine
 from fablecast.inference.engine import EngineClient
-from fablecast.inference.prompts import NarrationContext, StorySpec, narration_request
+from fablecast.inference.prompts import NarrationContext, StorySpec, narration_request, story_spec
 from fablecast.inference.types import GenerationDelta, GenerationRequest
 
 _SETTINGS = (
@@ -86,7 +86,7 @@ def bench_specs(rooms: int) -> list[StorySpec]:
 
     style = RoomConfig(name="x").style
     return [
-        StorySpec(title=f"{t} {i}", premise=p, style=style)
+        story_spec(f"{t} {i}", p, style)
         for i, (t, p) in ((i, _SETTINGS[i % len(_SETTINGS)]) for i in range(rooms))
     ]
 
@@ -99,7 +99,6 @@ def bench_requests(rooms: int, max_tokens: int, tag: str) -> list[GenerationRequ
             room=f"room{i}",
             beat=1,
             spec=spec,
-            story=(),
             max_tokens=max_tokens,
         )
         # Greedy: both paths generate the same tokens (vLLM on CPU ignores request seeds).

@@ -34,6 +34,8 @@ def bench_config(opts: dict[str, Any]) -> Config:
         engine=EngineConfig(
             kind="scripted",
             stall_timeout_s=30.0,
+            # Token latency is timed per token: no holding back to sentence ends.
+            sentence_guard=False,
             scheduler={"max_tokens_cap": max(512, int(room["narration_tokens"]))},
         ),
         rooms=[RoomConfig(name=f"bench{i}", **room) for i in range(int(opts.get("rooms", 1)))],

@@ -86,7 +86,7 @@ def room_configs(specs: Sequence[StorySpec], max_tokens: int) -> list[RoomConfig
             name=f"room{i}",
             title=spec.title,
             premise=spec.premise,
-            style=spec.style,
+            style=spec.style.tone,
             narration_tokens=max_tokens,
         )
         for i, spec in enumerate(specs)

@@ -4,9 +4,12 @@
 with numbered options, a live tally with the seconds left, the vote result and the
 mood. ``--json`` prints every server message as one JSON line instead.
 
-``play`` does the same and reads commands from stdin, one line at a time (so it
-works typed with Enter as well as piped): digits 1-5 vote, letters react, ``q``
-quits.
+``play`` does the same and reads keys from stdin: on a terminal each key acts
+at once (no Enter, no echo into the story); piped input is read line by line.
+Digits vote (1 to the number of options), letters react, ``q`` quits.
+
+While the engine warms up, the room retries on a backoff; the text view shows
+that as one "[narrator warming up ...]" line instead of a repeating cycle.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Final, TextIO
 
 import msgspec
@@ -103,8 +106,9 @@ class JsonRenderer:
         self.notes = notes
 
     def handle(self, msg: ServerMessage) -> None:
-        """Print ``msg`` as one line of JSON."""
-        self.out.write(msgspec.json.encode(msg).decode())
+        """Print ``msg`` as one line of JSON, with ``received_ms`` (wall clock on receipt)."""
+        body = msgspec.json.encode(msg).decode()
+        self.out.write(f'{{"received_ms":{round(time.time() * 1000)},{body[1:]}')
         self.out.write("\n")
         self.out.flush()
 
@@ -149,6 +153,7 @@ class TextRenderer:
         self.clock = clock
         self._at_line_start = True
         self._status_shown = False  # tty: the transient status line is on screen
+        self._warm_shown = False  # the engine-warming notice is shown (repeats are not)
         self._last_status = ""
         self._last_status_at = -1e9
         self._status_dirty = False
@@ -195,7 +200,8 @@ class TextRenderer:
             top = sorted(mood.reactions.items(), key=lambda kv: -kv[1])[:2]
             tops = ", ".join(name for name, weight in top if weight > 0)
             parts.append(
-                f"mood {mood.valence:+.2f}/{mood.arousal:.2f}" + (f" {tops}" if tops else "")
+                f"mood: valence {mood.valence:+.2f}, arousal {mood.arousal:+.2f}"
+                + (f" ({tops})" if tops else "")
             )
         return st(" │ ".join(parts), DIM)
 
@@ -242,11 +248,31 @@ class TextRenderer:
 
     # ----------------------------------------------------------------- messages
 
+    def _warming(self, text: str) -> bool:
+        """Whether ``text`` is an engine-not-ready notice; shows the first one only."""
+        if "not ready" not in text and not (self._warm_shown and text.startswith("[narrator ok")):
+            return False
+        if not self._warm_shown:
+            self._warm_shown = True
+            self._line(self.style("[narrator warming up: the story starts when it is ready]", DIM))
+        return True
+
     def handle(self, msg: ServerMessage) -> None:
         """Render ``msg`` (already applied to ``view``)."""
         st = self.style
         view = self.view
-        if isinstance(msg, Token):
+        if self._warm_shown and isinstance(msg, Token | BeatEnd | Ballot):
+            self._warm_shown = False  # the engine is up: later trouble is shown again
+        if (
+            isinstance(msg, BeatAbort | Narrator)
+            and self._warming(
+                f"[narrator {msg.state}: {msg.message}]"
+                if isinstance(msg, Narrator)
+                else msg.reason
+            )
+        ) or (isinstance(msg, Phase) and msg.phase == "paused" and self._warm_shown):
+            pass
+        elif isinstance(msg, Token):
             self._write(msg.text)
         elif isinstance(msg, BeatStart):
             if msg.choice:
@@ -328,13 +354,41 @@ Renderer = JsonRenderer | TextRenderer
 # --------------------------------------------------------------------------- running
 
 
-def _start_stdin_reader(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[str | None]) -> None:
-    """Read stdin lines in a daemon thread (works for ttys, pipes and files alike)."""
+@contextlib.contextmanager
+def _keys_mode() -> Iterator[bool]:
+    """On a terminal: keys without Enter and without echo (cbreak), restored on exit."""
+    try:
+        import termios
+        import tty
+    except ImportError:  # pragma: no cover - not POSIX
+        yield False
+        return
+    if not sys.stdin.isatty():
+        yield False
+        return
+    fd = sys.stdin.fileno()
+    saved = termios.tcgetattr(fd)
+    try:
+        tty.setcbreak(fd)
+        yield True
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+def _start_stdin_reader(
+    loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[str | None], *, keys: bool = False
+) -> None:
+    """Read stdin in a daemon thread: single keys on a cbreak terminal, else lines."""
 
     def pump() -> None:
         try:
-            for line in sys.stdin:
-                loop.call_soon_threadsafe(queue.put_nowait, line)
+            if keys:
+                fd = sys.stdin.fileno()
+                while chunk := os.read(fd, 32):
+                    loop.call_soon_threadsafe(queue.put_nowait, chunk.decode(errors="ignore"))
+            else:
+                for line in sys.stdin:
+                    loop.call_soon_threadsafe(queue.put_nowait, line)
         except (OSError, ValueError, RuntimeError):  # closed stdin / loop already gone
             pass
         with contextlib.suppress(RuntimeError):
@@ -343,10 +397,12 @@ def _start_stdin_reader(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[st
     threading.Thread(target=pump, name="fablecast-stdin", daemon=True).start()
 
 
-def key_help() -> str:
-    """The key map of ``play``."""
+def key_help(options: int | None = None, *, enter: bool = False) -> str:
+    """The key map of ``play`` (``options``: the open ballot's size, if any)."""
     reactions = "  ".join(f"{k}={v}" for k, v in REACTION_KEYS.items())
-    return f"keys: 1-5 vote · {reactions} · p=ping · ?=help · q=quit (then Enter)"
+    vote = f"1-{options} vote" if options else "digits vote"
+    tail = " (then Enter)" if enter else ""
+    return f"keys: {vote} · {reactions} · p=ping · ?=help · q=quit{tail}"
 
 
 async def _command(key: str, client: FablecastClient, view: StoryView, renderer: Renderer) -> bool:
@@ -368,7 +424,7 @@ async def _command(key: str, client: FablecastClient, view: StoryView, renderer:
         elif key == "p":
             await client.ping()
         elif key == "?":
-            renderer.note(key_help())
+            renderer.note(key_help(len(view.ballot.options) if view.ballot else None))
         else:
             renderer.note(f"unknown key {key!r}; ? for help")
     except NotConnectedError:
@@ -379,7 +435,7 @@ async def _command(key: str, client: FablecastClient, view: StoryView, renderer:
 async def _play_input(client: FablecastClient, view: StoryView, renderer: Renderer) -> None:
     """Read stdin and act on it until ``q``; returns then. At EOF, waits forever."""
     queue: asyncio.Queue[str | None] = asyncio.Queue()
-    _start_stdin_reader(asyncio.get_running_loop(), queue)
+    _start_stdin_reader(asyncio.get_running_loop(), queue, keys=_KEYS_MODE[0])
     while True:
         line = await queue.get()
         if line is None:  # EOF: keep watching until Ctrl-C or the stream ends
@@ -429,7 +485,7 @@ async def run_session(args: argparse.Namespace, *, interactive: bool) -> int:
     try:
         async with client:
             if interactive:
-                renderer.note(key_help())
+                renderer.note(key_help(enter=not _KEYS_MODE[0]))
             tasks = {asyncio.create_task(_consume(client, view, renderer))}
             if interactive:
                 tasks.add(asyncio.create_task(_play_input(client, view, renderer)))
@@ -455,9 +511,17 @@ async def run_session(args: argparse.Namespace, *, interactive: bool) -> int:
     return 0
 
 
+#: Whether ``play`` reads single keys (a cbreak terminal); set by ``_run``.
+_KEYS_MODE = [False]
+
+
 def _run(args: argparse.Namespace, *, interactive: bool) -> int:
     try:
-        return asyncio.run(run_session(args, interactive=interactive))
+        if not interactive:
+            return asyncio.run(run_session(args, interactive=False))
+        with _keys_mode() as keys:
+            _KEYS_MODE[0] = keys
+            return asyncio.run(run_session(args, interactive=True))
     except KeyboardInterrupt:
         return 0
     except BrokenPipeError:
@@ -479,7 +543,7 @@ def _play(args: argparse.Namespace) -> int:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("url", metavar="URL", help="room URL, e.g. ws://localhost:8080/rooms/lobby")
+    parser.add_argument("url", metavar="URL", help="room URL, e.g. ws://localhost:8765/rooms/demo")
     parser.add_argument(
         "--json", action="store_true", help="print every server message as one JSON line"
     )

@@ -1,0 +1,1 @@
+"""``fablecast eval``: score the story on a real engine."""

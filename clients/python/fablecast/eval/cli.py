@@ -1,0 +1,89 @@
+"""``fablecast eval``: score the story on a real engine (docs/quality.md)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
+
+
+def register(sub: SubParsers) -> None:
+    """Add ``eval``."""
+    from fablecast.inference.story.spec import PRESETS
+
+    p = sub.add_parser(
+        "eval",
+        help="play a scripted audience through story presets and score the story",
+        description="Plays every --story preset as a concurrent room on one engine for --beats "
+        "beats (votes spread over all options, scripted mood swings) and prints the metrics "
+        "of docs/quality.md per preset and overall.",
+    )
+    p.add_argument(
+        "--story",
+        action="append",
+        metavar="PRESET|FILE",
+        help=f"a preset ({', '.join(PRESETS)}) or a spec file; repeat it; "
+        "default: noir, space_opera, fairy_tale, wuxia",
+    )
+    p.add_argument("--beats", type=int, default=12, help="beats per story (default 12)")
+    p.add_argument(
+        "--engine", default="vllm", choices=("vllm", "transformers", "scripted"), help="engine"
+    )
+    p.add_argument("--model", default=None, help="model path (default: the default model)")
+    p.add_argument("--json", action="store_true", help="print one JSON object per line")
+    p.add_argument("--transcripts", type=Path, help="write each story as Markdown into this folder")
+    p.set_defaults(func=_eval)
+
+
+async def _run(args: argparse.Namespace) -> dict[str, Any]:
+    from fablecast.eval.run import evaluate, transcript
+    from fablecast.inference.backends import create_engine
+    from fablecast.inference.story.embed import default_embedder
+    from fablecast.inference.story.spec import EVAL_PRESETS
+
+    opts: dict[str, Any] = {}
+    if args.engine == "vllm":
+        opts = {"max_num_seqs": 32}
+    engine = create_engine(args.engine, args.model, opts)
+    embedder = await asyncio.to_thread(default_embedder)
+    await engine.start()
+    try:
+        runs, report = await evaluate(
+            engine, args.story or list(EVAL_PRESETS), args.beats, embedder
+        )
+    finally:
+        await engine.close()
+    if args.transcripts:
+        args.transcripts.mkdir(parents=True, exist_ok=True)
+        for run in runs:
+            (args.transcripts / f"{run.preset}.md").write_text(transcript(run), encoding="utf-8")
+    return report
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from fablecast.inference.story.spec import SpecError
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.beats < 2:
+        print("error: --beats must be at least 2", file=sys.stderr)
+        return 2
+    try:
+        report = asyncio.run(_run(args))
+    except SpecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        head = {k: v for k, v in report.items() if k not in ("presets", "overall")}
+        for name, figures in report["presets"].items():
+            print(json.dumps({"preset": name, **head, **figures}))
+        print(json.dumps({"preset": "overall", **head, **report["overall"]}))
+    else:
+        print(json.dumps(report, indent=2))
+    return 0

@@ -1,0 +1,169 @@
+"""The eval driver: presets as concurrent rooms on one engine, a scripted audience, scored beats.
+
+Each preset is played as its own room (all at once, on one engine, as a node
+would): narrate a beat with the tone of the scripted mood, update the story
+card, ask for the ballot and the cue together, let the scripted audience vote
+(the winner walks through every ballot position in turn, so the last, least
+likely option wins as often as the first), and narrate the next beat from the
+winner. Timing: vote close is when the next beat's request is built (the
+configured reveal pause is not counted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from fablecast.eval.metrics import BeatRecord, score
+from fablecast.inference.engine import EngineClient
+from fablecast.inference.narrator import NarrationStats, Narrator
+from fablecast.inference.prompts import NarrationContext
+from fablecast.inference.story.embed import Embedder
+from fablecast.inference.story.spec import StorySpec, load_spec
+from fablecast.inference.story.state import StoryCard
+from fablecast.inference.story.tone import TONES
+
+#: The scripted mood swings: the tone asked for at beat k is MOOD_SWINGS[(k - 1) % 5].
+MOOD_SWINGS = ("tense", "funny", "sad", "calm", "exciting")
+
+
+@dataclass(slots=True)
+class StoryRun:
+    """One preset played through."""
+
+    preset: str
+    spec: StorySpec
+    beats: list[BeatRecord] = field(default_factory=list)
+    ballots: list[list[str]] = field(default_factory=list)
+    winners: list[int] = field(default_factory=list)
+
+
+async def play(
+    preset: str, narrator: Narrator, beats: int, *, seed: int = 0, progress: bool = False
+) -> StoryRun:
+    """Play ``beats`` beats of ``preset`` with the scripted audience."""
+    spec = load_spec(preset)
+    run = StoryRun(preset, spec)
+    card = StoryCard(spec)
+    choice: str | None = None
+    losers: list[str] = []
+    earlier: list[str] = []
+    for beat in range(1, beats + 1):
+        tone = TONES[MOOD_SWINGS[(beat - 1) % len(MOOD_SWINGS)]]
+        ctx = NarrationContext(
+            room=preset,
+            beat=beat,
+            spec=spec,
+            card=card,
+            choice=choice,
+            tone=tone,
+            max_tokens=spec.beat.tokens,
+            n_choices=spec.beat.options,
+            seed=seed + beat,
+            lore=card.lore(f"{card.last_beat} {choice or ''}"),
+        )
+        stats = NarrationStats()
+        t0 = time.monotonic()
+        parts: list[str] = []
+        first_text: float | None = None
+        async for delta in narrator.narrate(ctx, earlier, stats):
+            if delta.text and len(parts) == 1 and first_text is None:
+                first_text = time.monotonic() - t0
+            if delta.text:
+                parts.append(delta.text)
+        text = "".join(parts).strip()
+        card.update(text, choice)
+        earlier = [*earlier[-7:], text]
+        ballot, cue = await asyncio.gather(
+            narrator.ballot(ctx, text), narrator.cue(ctx, text, tone.name)
+        )
+        entities = card.entities()
+        rec = BeatRecord(
+            beat=beat,
+            text=text,
+            generated=stats.generated.strip(),
+            choice=choice,
+            losers=losers,
+            tone=tone.name,
+            options=ballot.options,
+            entities=entities,
+            subject=spec.subject,
+            ballot_fallback=ballot.fallback,
+            cue={k: v for k, v in asdict(cue).items() if k != "source"},
+            cue_source=cue.source,
+            dropped=stats.dropped,
+            tokens=stats.tokens,
+            first_token_s=(stats.first_token_at - t0) if stats.first_token_at else None,
+            first_text_s=first_text,
+        )
+        run.beats.append(rec)
+        if progress:
+            print(f"[eval] {preset}: beat {beat}/{beats}", file=sys.stderr, flush=True)
+        run.ballots.append(ballot.options)
+        winner = beat % len(ballot.options)
+        run.winners.append(winner)
+        choice = ballot.options[winner]
+        losers = [o for i, o in enumerate(ballot.options) if i != winner]
+    return run
+
+
+async def evaluate(
+    engine: EngineClient,
+    presets: Sequence[str],
+    beats: int,
+    embedder: Embedder,
+    *,
+    progress: bool = False,
+) -> tuple[list[StoryRun], dict[str, Any]]:
+    """Play every preset concurrently on ``engine``; return the runs and the report."""
+    narrator = Narrator(engine, stall_timeout_s=120.0, embedder=embedder)
+    t0 = time.monotonic()
+    runs = await asyncio.gather(*(play(p, narrator, beats, progress=progress) for p in presets))
+    wall = time.monotonic() - t0
+    report: dict[str, Any] = {
+        "engine": engine.name,
+        "model": engine.model,
+        "embedder": embedder.name,
+    }
+    per: dict[str, Any] = {}
+    for run in runs:
+        per[run.preset] = score([run.beats], embedder)
+    overall = score([r.beats for r in runs], embedder)
+    narration_tokens = sum(b.tokens for r in runs for b in r.beats)
+    overall["narration_tokens"] = narration_tokens
+    overall["wall_s"] = round(wall, 1)
+    overall["narration_tokens_per_s"] = round(narration_tokens / wall, 1) if wall else None
+    report["presets"] = per
+    overall["cue_errors"] = list(narrator.cue_errors)[:10]
+    report["overall"] = overall
+    return list(runs), report
+
+
+def transcript(run: StoryRun) -> str:
+    """A run as Markdown: every beat, its tone, ballot, winner and cue."""
+    lines = [f"### {run.spec.title} (`{run.preset}`)", ""]
+    for rec, options, winner in zip(run.beats, run.ballots, run.winners, strict=True):
+        head = f"**Beat {rec.beat}**"
+        if rec.choice:
+            head += f" — acts out: *{rec.choice}*"
+        lines += [f"{head} — tone: {rec.tone}", "", f"> {rec.text}", ""]
+        opts = " | ".join(
+            f"{'**' if i == winner else ''}{o}{'**' if i == winner else ''}"
+            for i, o in enumerate(options)
+        )
+        lines += [
+            f"Ballot: {opts}"
+            + (f" ({rec.ballot_fallback} fallback)" if rec.ballot_fallback else "")
+        ]
+        if rec.cue:
+            c = rec.cue
+            lines += [
+                f"Cue ({rec.cue_source}): {c['location']}, {c['time_of_day']}, {c['weather']}, "
+                f"{c['lighting']} light, {c['music']} music, {', '.join(c['characters'])}",
+                "",
+            ]
+    return "\n".join(lines)

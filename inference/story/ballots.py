@@ -1,0 +1,226 @@
+"""Ballots grounded in the story: how options are asked for, checked, deduped and replaced.
+
+An option is a short action sentence about the protagonist that names an
+entity of the story: ``Sam follows Lena Voss`` / ``Elsa opens the golden key``.
+The engine writes it as the continuation of ``"{subject}"`` (the prompt shows
+the shape), constrained by ``option_regex``: 1 to 5 lower-case words, then one
+entity from the story's list, then a full stop. No digits, no list numbering.
+Several candidates are sampled; ``select`` keeps the first ``n`` that are
+clean and pairwise distinct (cosine below ``DISTINCT_THRESHOLD``), and fills
+any gap with ``fallback_options`` (grounded by construction).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+
+from fablecast.inference.story.embed import Embedder, cosine
+from fablecast.inference.story.state import StoryCard, mentions
+from fablecast.inference.story.text import is_meta, one_line
+
+#: Two options whose embeddings (all-MiniLM-L6-v2) have a cosine at or above
+#: this are the same option ("Climb the final ladder" / "... ladders": 0.98;
+#: different actions on one entity score about 0.5-0.75).
+DISTINCT_THRESHOLD = 0.8
+#: Longest option shown on a ballot.
+MAX_OPTION_CHARS = 80
+#: Candidates sampled per ballot (``n`` of them are kept).
+CANDIDATES = 6
+
+#: A verb, at most one more word, an optional preposition, then the entity.
+_VERB = r" [a-z][a-z']{1,14}( [a-z][a-z']{2,14})?"
+_PREPS = (
+    "to|into|at|with|toward|towards|for|from|on|in|inside|under|behind|near|through|across|"
+    "over|after|about|around|past"
+)
+#: Words that may not stand right before an entity (the entity brings its own article).
+_DETERMINERS = frozenset(
+    [
+        "the",
+        "a",
+        "an",
+        "her",
+        "his",
+        "their",
+        "its",
+        "my",
+        "our",
+        "your",
+        "this",
+        "that",
+    ]
+)
+
+
+def _escape(text: str) -> str:
+    """Escape regex metacharacters (not spaces: guided-decoding grammars take them as is)."""
+    return re.sub(r"([.^$*+?{}\[\]\\|()])", r"\\\1", text)
+
+
+def option_regex(entities: Sequence[str]) -> str:
+    """The shape of an option's continuation after the subject.
+
+    A verb, at most one more word, an optional preposition, one entity of the
+    story and a full stop: ``" walks into the office."``, ``" asks Lena."``.
+    """
+    alts = "|".join(_escape(e) for e in dict.fromkeys(entities) if e)
+    if not alts:  # a story with no named places or things: a short free action
+        return f"{_VERB}( [a-z][a-z']{{1,14}}){{1,3}}\\."
+    return f"{_VERB}( ({_PREPS}))? ({alts})\\."
+
+
+def clean_option(
+    subject: str,
+    continuation: str,
+    entities: Sequence[str] = (),
+    known: Callable[[str], bool] | None = None,
+) -> str | None:
+    """``subject`` + the engine's continuation as a ballot option (None: unusable).
+
+    With ``known``, every word outside the ``entities`` must be a known word:
+    a small model under a grammar sometimes spells junk ("ofdownloadedadk").
+    """
+    text = one_line(f"{subject}{continuation}", MAX_OPTION_CHARS + 1).rstrip(" .")
+    if known is not None:
+        rest = continuation
+        for e in sorted(entities, key=len, reverse=True):
+            rest = rest.replace(e, " ")
+        if not all(known(w) for w in re.findall(r"[a-z]+", rest.lower())):
+            return None
+    if len(text) > MAX_OPTION_CHARS or len(text.split()) < 3 or is_meta(text):
+        return None
+    if re.search(r"\d|\b(\w+) \1\b", text):
+        return None  # digits (list numbering) or a stutter ("the the")
+    tokens = text.split()
+    for i in range(1, len(tokens) - 1):
+        if tokens[i].lower() in _DETERMINERS and tokens[i + 1].lower() in _DETERMINERS:
+            return None  # "grabs her the lantern"
+    return text
+
+
+def grounded(option: str, entities: Sequence[str], subject: str = "") -> bool:
+    """Whether ``option`` names an entity of the story other than its subject."""
+    body = option[len(subject) :] if subject and option.startswith(subject) else option
+    return any(mentions(body, e) for e in entities)
+
+
+def distinct(options: Sequence[str], embedder: Embedder) -> bool:
+    """Whether the options are pairwise distinct by meaning."""
+    vecs = embedder.embed(list(options))
+    return all(
+        cosine(vecs[i], vecs[j]) < DISTINCT_THRESHOLD
+        for i in range(len(vecs))
+        for j in range(i + 1, len(vecs))
+    )
+
+
+def ballot_problems(
+    options: Sequence[str], entities: Sequence[str], embedder: Embedder, subject: str = ""
+) -> list[str]:
+    """Why a ballot is not valid (empty: valid): size, junk, grounding, distinctness."""
+    problems: list[str] = []
+    if not 2 <= len(options) <= 5:
+        problems.append(f"{len(options)} options (2-5 allowed)")
+    for o in options:
+        if not o or len(o) > MAX_OPTION_CHARS or re.search(r"\d", o) or is_meta(o):
+            problems.append(f"junk option {o!r}")
+        elif not grounded(o, entities, subject):
+            problems.append(f"ungrounded option {o!r}")
+    if len(options) >= 2 and not distinct(options, embedder):
+        problems.append("options too similar")
+    return problems
+
+
+# (third person, first person) templates; {s} subject, {c} character, {p} place, {o} object.
+# A template whose slot the story cannot fill is skipped; _BARE ones need none.
+_BARE = (
+    ("{s} searches the area", "{s} search the area"),
+    ("{s} waits and listens", "{s} wait and listen"),
+    ("{s} turns back", "{s} turn back"),
+    ("{s} calls for help", "{s} call for help"),
+    ("{s} hides in the shadows", "{s} hide in the shadows"),
+    ("{s} runs ahead", "{s} run ahead"),
+)
+_FALLBACKS = (
+    ("{s} follows {c}", "{s} follow {c}"),
+    ("{s} searches {p}", "{s} search {p}"),
+    ("{s} hides {o}", "{s} hide {o}"),
+    ("{s} confronts {c}", "{s} confront {c}"),
+    ("{s} runs to {p}", "{s} run to {p}"),
+    ("{s} examines {o}", "{s} examine {o}"),
+)
+
+
+def fallback_options(card: StoryCard, n: int, *, seed: int = 0) -> list[str]:
+    """``n`` grounded options built from the story card (used when generation fails)."""
+    spec = card.spec
+    subject = spec.subject
+    first = spec.style.person == "first"
+    hero = spec.protagonist
+    chars = [c.short for c in spec.characters if c is not hero] or [subject]
+    places = [p for p in spec.world.places if p != card.location] or list(spec.world.places)
+    objects = list(card.carrying) + [o for o in spec.world.objects if o not in card.carrying]
+    slots = {"c": chars if chars != [subject] else [], "p": places, "o": objects}
+    out: list[str] = []
+    templates = [_FALLBACKS[(i + seed) % len(_FALLBACKS)] for i in range(len(_FALLBACKS))]
+    for i, (third, first_p) in enumerate([*templates, *_BARE]):
+        template = first_p if first else third
+        k = seed + i
+        needed = [key for key in "cpo" if "{" + key + "}" in template]
+        if any(not slots[key] for key in needed):
+            continue
+        text = template.format(
+            s=subject, **{key: slots[key][k % len(slots[key])] for key in needed}
+        )
+        if text not in out:
+            out.append(text)
+        if len(out) == n:
+            break
+    return out
+
+
+def select(
+    candidates: Sequence[str | None],
+    n: int,
+    embedder: Embedder,
+    fallbacks: Sequence[str],
+    *,
+    avoid: Sequence[str] = (),
+    entities: Sequence[str] = (),
+) -> tuple[list[str], int]:
+    """``n`` pairwise distinct options: candidates first, topped up from ``fallbacks``.
+
+    A candidate as close as ``DISTINCT_THRESHOLD`` to one in ``avoid`` (the
+    options that just won) is left out. Options that name an entity no chosen
+    option names yet are taken first, so a ballot spreads over the story.
+    Returns the options (in candidate order) and how many came from ``fallbacks``.
+    """
+    pool = [c for c in candidates if c]
+    everything = pool + list(fallbacks)
+    vecs = embedder.embed([*everything, *avoid]) if everything else []
+    avoid_vecs = vecs[len(everything) :]
+    ok = [
+        i
+        for i in range(len(everything))
+        if all(cosine(vecs[i], a) < DISTINCT_THRESHOLD for a in avoid_vecs)
+    ]
+
+    def entity(i: int) -> str:
+        named = [e for e in entities if mentions(everything[i], e)]
+        return named[0] if named else ""
+
+    chosen: list[int] = []
+    for fresh_only in (True, False):
+        for i in ok:
+            if len(chosen) == n:
+                break
+            if i in chosen:
+                continue
+            if fresh_only and entity(i) and entity(i) in {entity(j) for j in chosen}:
+                continue
+            if all(cosine(vecs[i], vecs[j]) < DISTINCT_THRESHOLD for j in chosen):
+                chosen.append(i)
+    chosen.sort()
+    used_fb = sum(1 for i in chosen if i >= len(pool))
+    return [everything[i] for i in chosen], used_fb
