@@ -185,6 +185,65 @@ export interface Narrator {
 }
 
 /**
+ * The scene of beat `beat` (sent after its `beat_end`, before the ballot).
+ *
+ * For scenes and overlays. Validated before it is sent; `source` is
+ * `fallback` when the engine's cue failed its schema twice and the server
+ * built one from the story state.
+ */
+export interface Cue {
+  type: "cue";
+  epoch?: string;
+  seq?: number;
+  beat: number;
+  location: string;
+  time_of_day: string;
+  weather: string;
+  lighting: string;
+  music: string;
+  characters: string[];
+  image_prompt: string;
+  source?: "engine" | "fallback";
+}
+
+/**
+ * Why beat `beat` went as it did (sent after its `beat_end`; kept by the room).
+ *
+ * `ballot`, `counts`, `winner`, `voters` and `tie_break` are those of
+ * the vote that chose `choice` (empty for the opening beat); `mood` is the
+ * room's mood when the beat was requested; `tone` and `directive` the tone
+ * directive applied; `state` and `lore` what the prompt was given.
+ */
+export interface Why {
+  type: "why";
+  epoch?: string;
+  seq?: number;
+  beat: number;
+  choice?: string | null;
+  ballot?: string[];
+  counts?: number[];
+  winner?: number | null;
+  voters?: number;
+  tie_break?: string | null;
+  mood?: Record<string, number>;
+  tone?: string | null;
+  directive?: string | null;
+  state?: StoryState | null;
+  lore?: string[];
+}
+
+/**
+ * The compact story state a beat's prompt was built from.
+ */
+export interface StoryState {
+  location?: string;
+  present?: string[];
+  carrying?: string[];
+  goal?: string | null;
+  summary?: string;
+}
+
+/**
  * Answer to `hello`. `recovered` is set when the hello asked to resume.
  *
  * `recovered: true`: the missed frames follow, in order, then live frames.
@@ -278,10 +337,10 @@ export interface Pong {
 export type ClientMessage = Hello | Vote | React | Ping;
 
 /** Every message the server sends (room frames and personal messages). */
-export type ServerMessage = BeatStart | Token | BeatEnd | BeatAbort | Ballot | Tally | VoteResult | Mood | Presence | Phase | Narrator | Welcome | Snapshot | Error | VoteAck | Pong;
+export type ServerMessage = BeatStart | Token | BeatEnd | BeatAbort | Ballot | Tally | VoteResult | Mood | Presence | Phase | Narrator | Cue | Why | Welcome | Snapshot | Error | VoteAck | Pong;
 
 /** Room frames: they carry `(epoch, seq)` and count for resume. */
-export type RoomFrame = BeatStart | Token | BeatEnd | BeatAbort | Ballot | Tally | VoteResult | Mood | Presence | Phase | Narrator;
+export type RoomFrame = BeatStart | Token | BeatEnd | BeatAbort | Ballot | Tally | VoteResult | Mood | Presence | Phase | Narrator | Cue | Why;
 
 /** The `type` tag of every server message, mapped to its message. */
 export interface ServerMessageMap {
@@ -296,6 +355,8 @@ export interface ServerMessageMap {
   "presence": Presence;
   "phase": Phase;
   "narrator": Narrator;
+  "cue": Cue;
+  "why": Why;
   "welcome": Welcome;
   "snapshot": Snapshot;
   "error": Error;
