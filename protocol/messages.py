@@ -315,6 +315,8 @@ class Snapshot(_Msg, tag="snapshot", kw_only=True):
     narrator: NarratorState
     reason: str | None = None
     my_vote: int | None = None
+    #: The scene cue of the last committed beat (None before the first).
+    cue: Cue | None = None
 
 
 class Error(_Msg, tag="error", kw_only=True):

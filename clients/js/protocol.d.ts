@@ -293,6 +293,7 @@ export interface Snapshot {
   narrator: "busy" | "down" | "ok" | "stalled";
   reason?: string | null;
   my_vote?: number | null;
+  cue?: Cue | null;
 }
 
 /**

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import msgspec
+
 from fablecast.protocol import messages as m
 from fablecast.protocol.codes import ErrorCode
 from fablecast.server.room import effects as fx
@@ -115,6 +117,8 @@ class Room:
     #: Why records of the last committed beats (as many as ``story``).
     whys: list[m.Why] = field(default_factory=list)
     _beat_mood: MoodSnapshot | None = None
+    #: The scene cue of the last committed beat (for snapshots).
+    cue: m.Cue | None = None
     _last_ballot: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -170,8 +174,9 @@ class Room:
         ballot = self._ballot() if self.window else None
         tally = self._tally()
         mood = self._mood_frame(self.mood.read(now))
+        cue = msgspec.structs.replace(self.cue) if self.cue is not None else None
         # Nested frames carry the snapshot's (epoch, seq): the state they show is as of seq.
-        for frame in (ballot, tally, mood):
+        for frame in (ballot, tally, mood, cue):
             if frame is not None:
                 frame.epoch, frame.seq = epoch, seq
         my_vote = self.window.votes.get(participant) if self.window and participant else None
@@ -191,6 +196,7 @@ class Room:
             narrator=self.narrator,
             reason=self.reason,
             my_vote=my_vote,
+            cue=cue,
         )
 
     def accepts(self, message_type: str) -> bool:
@@ -224,6 +230,7 @@ class Room:
                 if request == self.current_request and self._stage == "choices":
                     if cue is not None and self.story:
                         cue.beat = self.story[-1].beat
+                        self.cue = cue
                         out.append(fx.Publish(cue))
                     self._on_choices(options, now, out)
             case fx.EngineFailed(request, reason, stalled, busy):

@@ -908,3 +908,23 @@ def test_why_records_are_bounded(h: Any) -> None:
     for _ in range(h.room.story_memory + 5):
         h.play_beat()
     assert len(h.room.whys) <= h.room.story_memory
+
+
+def test_snapshot_carries_the_last_cue(h: Any) -> None:
+    h.open("alice")
+    h.narrate("Mira waits.")
+    assert h.room.snapshot(h.now, epoch="e", seq=3, participant=None).cue is None
+    cue = m.Cue(
+        beat=0,
+        location="the market",
+        time_of_day="night",
+        weather="fog",
+        lighting="dim",
+        music="calm",
+        characters=["Mira"],
+        image_prompt="A courier in the fog",
+    )
+    h.send(fx.ChoicesReady(h.choices.request, ("Mira runs", "Mira hides"), cue))
+    snap = h.room.snapshot(h.now, epoch="e", seq=9, participant=None)
+    assert snap.cue is not None and snap.cue.location == "the market"
+    assert (snap.cue.epoch, snap.cue.seq, snap.cue.beat) == ("e", 9, 1)
