@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
+from fablecast.cli import main
 from fablecast.eval.metrics import BeatRecord, percentile, score
 from fablecast.eval.run import evaluate, transcript
 from fablecast.inference.backends.scripted import ScriptedEngine
@@ -80,3 +85,12 @@ async def test_scripted_run_plays_every_preset() -> None:
     # The scripted audience walks the winner through every ballot position.
     assert runs[0].winners == [1, 2, 0]
     assert "Beat 2" in transcript(runs[0])
+
+
+def test_a_bad_spec_is_refused_before_the_engine_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = tmp_path / "bad.toml"
+    spec.write_text('title = "x"\npremise = "y"\nmood = 1\n')
+    assert main(["eval", "--story", str(spec), "--engine", "vllm"]) == 2
+    assert f"{spec}: mood: unknown key" in capsys.readouterr().err

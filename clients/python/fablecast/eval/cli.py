@@ -48,6 +48,11 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     from fablecast.inference.story.embed import default_embedder
     from fablecast.inference.story.spec import EVAL_PRESETS
 
+    from fablecast.inference.story.spec import load_spec
+
+    stories = args.story or list(EVAL_PRESETS)
+    for story in stories:
+        load_spec(story)  # a bad spec is refused before the engine starts
     opts: dict[str, Any] = {}
     if args.engine == "vllm":
         opts = {"max_num_seqs": 32}
