@@ -46,9 +46,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     from fablecast.eval.run import evaluate, transcript
     from fablecast.inference.backends import create_engine
     from fablecast.inference.story.embed import default_embedder
-    from fablecast.inference.story.spec import EVAL_PRESETS
-
-    from fablecast.inference.story.spec import load_spec
+    from fablecast.inference.story.spec import EVAL_PRESETS, load_spec
 
     stories = args.story or list(EVAL_PRESETS)
     for story in stories:
