@@ -58,9 +58,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     embedder = await asyncio.to_thread(default_embedder)
     await engine.start()
     try:
-        runs, report = await evaluate(
-            engine, args.story or list(EVAL_PRESETS), args.beats, embedder
-        )
+        runs, report = await evaluate(engine, stories, args.beats, embedder, progress=True)
     finally:
         await engine.close()
     if args.transcripts:
