@@ -152,6 +152,11 @@ class Node:
     # ------------------------------------------------------------------ background tasks
 
     async def _warm_up(self) -> None:
+        if self.engine.name != "scripted":
+            # Ballot dedupe by meaning (all-MiniLM-L6-v2 where installed; docs/stories.md).
+            from fablecast.inference.story.embed import default_embedder
+
+            self.narrator.embedder = await asyncio.to_thread(default_embedder)
         try:
             if self.owns_engine or not self.engine.health().ready:
                 await self.engine.start()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import math
 import os
 import threading
@@ -112,5 +113,6 @@ def default_embedder() -> Embedder:
     """MiniLM when its package and transformers are installed, else the lexical stand-in."""
     try:
         return MiniLMEmbedder()
-    except ImportError:
+    except (ImportError, OSError, ValueError) as exc:  # not installed, or its files unreadable
+        logging.getLogger(__name__).warning("embeddings: lexical stand-in (%s)", exc)
         return LexicalEmbedder()
