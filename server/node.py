@@ -165,6 +165,7 @@ class Node:
             log.exception("engine failed to start")
             return
         self.ready = True
+        self.rooms.set_engine_ready()
         log.info("engine ready: %s %s", self.engine.name, self.engine.model)
 
     async def _tick_loop(self) -> None:

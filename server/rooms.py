@@ -51,6 +51,8 @@ class RoomRegistry:
         self.narrator = narrator
         self.metrics = metrics
         self.clock = clock
+        #: Whether the engine is warm: rooms opened before wait to start.
+        self.engine_ready = False
         self._rooms: dict[str, RoomRunner] = {}
         self._configs: dict[str, RoomConfig] = {}
 
@@ -110,7 +112,7 @@ class RoomRegistry:
         self._rooms[rc.name] = runner
         self._configs[rc.name] = rc
         self.metrics.rooms.set(len(self._rooms))
-        runner.start()
+        runner.start(engine_ready=self.engine_ready)
         return runner
 
     async def close_all(self) -> None:
@@ -140,6 +142,12 @@ class RoomRegistry:
         runner = self._rooms.get(room)
         if runner is not None:
             runner.dispatch(fx.NarratorStatus(state, message))
+
+    def set_engine_ready(self) -> None:
+        """The engine is warm: every room waiting to start begins."""
+        self.engine_ready = True
+        for runner in self.values():
+            runner.dispatch(fx.EngineReady())
 
     def audience_changed(self, runner: RoomRunner) -> None:
         """A viewer joined or left ``runner``'s room: the scheduler weighs rooms by audience."""

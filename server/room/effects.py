@@ -22,7 +22,14 @@ StateKind = Literal["tally", "mood", "presence"]
 
 @dataclass(frozen=True, slots=True)
 class Start:
-    """The room opened."""
+    """The room opened; ``engine_ready`` False while the node's engine still warms up."""
+
+    engine_ready: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class EngineReady:
+    """The node's engine finished warming up: a room waiting to start may narrate."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +128,7 @@ class NarratorStatus:
 
 Event = (
     Start
+    | EngineReady
     | ViewerJoined
     | ViewerLeft
     | VoteCast

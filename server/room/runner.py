@@ -90,9 +90,13 @@ class RoomRunner:
         """The tick: stamp what the room published since the last one and send it."""
         self.fanout.send(self.stream.flush(self.fanout.codecs()))
 
-    def start(self) -> None:
-        """Open the room (narration begins when a viewer is present, per settings)."""
-        self.dispatch(fx.Start())
+    def start(self, engine_ready: bool = True) -> None:
+        """Open the room (narration begins when a viewer is present, per settings).
+
+        With ``engine_ready`` False the room waits in ``paused`` (reason
+        ``starting``) until it is dispatched ``EngineReady``.
+        """
+        self.dispatch(fx.Start(engine_ready))
 
     async def close(self) -> None:
         """Stop timers and the engine request."""

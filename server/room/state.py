@@ -209,8 +209,11 @@ class Room:
         """Apply one event at time ``now``; return the effects to carry out, in order."""
         out: list[fx.Effect] = []
         match event:
-            case fx.Start():
-                self._on_start(now, out)
+            case fx.Start(engine_ready):
+                self._on_start(engine_ready, now, out)
+            case fx.EngineReady():
+                if self.phase is Phase.PAUSED and self.reason == "starting":
+                    self._begin(now, out)
             case fx.ViewerJoined(participant):
                 self._on_join(participant, now, out)
             case fx.ViewerLeft(participant):
@@ -277,10 +280,20 @@ class Room:
         last = self.story[-1]
         out.append(fx.RequestChoices(request, last.beat, last.text))
 
-    def _on_start(self, now: float, out: list[fx.Effect]) -> None:
+    def _on_start(self, engine_ready: bool, now: float, out: list[fx.Effect]) -> None:
         if self._started:
             return
         self._started = True
+        if not engine_ready:
+            # Nothing is asked of an engine that is still loading: no retry loop of
+            # failed beats for the first viewers, one "starting" state until it is ready.
+            self.reason = "starting"
+            out.append(fx.Publish(m.Phase(phase=self.phase.value, beat=0, reason="starting")))
+            return
+        self._begin(now, out)
+
+    def _begin(self, now: float, out: list[fx.Effect]) -> None:
+        """The first beat, or a pause until someone watches."""
         if self.settings.pause_when_empty and not self.viewers:
             self.reason = "empty"
             out.append(fx.Publish(m.Phase(phase=self.phase.value, beat=0, reason="empty")))

@@ -8,7 +8,6 @@ import re
 import threading
 from typing import Any
 
-import msgspec
 import pytest
 
 from fablecast.inference.backends.scripted import ScriptedEngine
@@ -118,39 +117,35 @@ def test_vr_renders_a_ballot_panel_and_a_cue_changes_the_sky(
     )
     assert page.get_attribute("#scene", "data-webgl") == "1"
     assert page.locator("#scene canvas").count() == 1
-    before = page.get_attribute("body", "data-sky") or ""
-    horizon = page.get_attribute("body", "data-horizon") or ""
-
-    class Cue(m.RoomFrame, tag="cue", kw_only=True):  # until protocol/messages.py has it
-        beat: int = 0
-        location: str = ""
-        time_of_day: str = ""
-        weather: str = ""
-        lighting: str = ""
-        music: str = ""
-        characters: list[str] = []
-        image_prompt: str = ""
-
-    cue_type: Any = getattr(m, "Cue", Cue)
     runner = web_node.node.rooms["demo"]
-    fields = {
-        "beat": runner.room.beat,
-        "location": "the docks",
-        "time_of_day": "night",
-        "weather": "storm",
-        "lighting": "lanterns",
-        "music": "tense strings",
-        "characters": ["Mira"],
-        "image_prompt": "a pier at night in a storm, lit by lanterns",
-    }
-    known = {k: v for k, v in fields.items() if k in cue_type.__struct_fields__}
-    web_node.soon(lambda: runner.stream.publish(msgspec.convert(known, cue_type)))
-    page.wait_for_function("() => document.body.dataset.cue === 'yes'")
-    after = page.get_attribute("body", "data-sky") or ""
-    assert re.fullmatch(r"#[0-9a-f]{6}", after)
-    # A stormy night is darker than the default dusk, at the zenith and at the horizon.
-    assert luminance(after) < luminance(before)
-    assert luminance(page.get_attribute("body", "data-horizon") or "") < luminance(horizon) / 2
+
+    def show(**scene: str) -> tuple[str, str]:
+        """Publish a cue of ``scene`` and wait until the page's sky took it."""
+        cue = m.Cue(
+            beat=runner.room.beat,
+            location="the docks",
+            music="tense strings",
+            characters=["Mira"],
+            image_prompt="a pier",
+            **scene,
+        )
+        before = page.get_attribute("body", "data-cue-seq")
+        web_node.soon(lambda: runner.stream.publish(cue))
+        page.wait_for_function(
+            "(before) => document.body.dataset.cue === 'yes'"
+            " && document.body.dataset.sky && document.body.dataset.cueSeq !== before",
+            arg=before,
+        )
+        sky = page.get_attribute("body", "data-sky") or ""
+        assert re.fullmatch(r"#[0-9a-f]{6}", sky)
+        return sky, page.get_attribute("body", "data-horizon") or ""
+
+    # The room may have sent a cue of its own already: compare two known scenes.
+    day, day_horizon = show(time_of_day="noon", weather="clear", lighting="sunlight")
+    night, night_horizon = show(time_of_day="night", weather="storm", lighting="lanterns")
+    # A stormy night is darker than a clear noon, at the zenith and at the horizon.
+    assert luminance(night) < luminance(day)
+    assert luminance(night_horizon) < luminance(day_horizon) / 2
 
 
 def test_home_lists_the_rooms(web_node: NodeThread, new_page: Any) -> None:
@@ -201,8 +196,8 @@ def test_a_newcomer_sees_the_narrator_warming_up_not_failures(browser: Any) -> N
     try:
         page = ctx.new_page()
         page.goto(f"{node.base}/watch/demo")
-        page.wait_for_function("() => fablecast.state.phaseReason === 'engine'")
-        # The room retries its failed requests meanwhile: the notice stays "warming up".
+        page.wait_for_function("() => fablecast.state.phaseReason === 'starting'")
+        # The room asks nothing of the engine until it is warm: the notice stays "warming up".
         notices = set()
         for _ in range(10):
             notices.add(page.text_content("#notice"))

@@ -115,6 +115,7 @@ function paintSky() {
   document.body.dataset.sky = sky.top;
   document.body.dataset.horizon = sky.horizon;
   document.body.dataset.cue = state.cue ? "yes" : "no";
+  document.body.dataset.cueSeq = String(state.cue?.seq ?? "");
 }
 
 const story = textPanel(3.2, 1.6, 1024, 512);

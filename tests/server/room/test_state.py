@@ -103,6 +103,25 @@ def test_join_before_start_then_start_narrates(h: Any) -> None:
     assert h.send(fx.Start()) == []  # a second start is a no-op
 
 
+def test_a_room_opened_before_the_engine_is_warm_waits_for_it(h: Any) -> None:
+    out = h.send(fx.Start(engine_ready=False))
+    assert tags(out) == ["phase"] and not of(out, fx.RequestNarration)
+    assert h.room.phase is Phase.PAUSED and h.room.reason == "starting"
+    # A viewer joining does not start it either: the engine cannot narrate yet.
+    assert not of(h.send(fx.ViewerJoined("alice")), fx.RequestNarration)
+    out = h.send(fx.EngineReady())
+    assert tags(out) == ["phase", "beat_start"]
+    assert len(of(out, fx.RequestNarration)) == 1
+    assert h.send(fx.EngineReady()) == []  # only a room waiting to start begins
+
+
+def test_engine_ready_with_nobody_watching_pauses_empty(h: Any) -> None:
+    h.send(fx.Start(engine_ready=False))
+    h.send(fx.EngineReady())
+    assert h.room.phase is Phase.PAUSED and h.room.reason == "empty"
+    assert len(of(h.send(fx.ViewerJoined("bob")), fx.RequestNarration)) == 1
+
+
 def test_start_without_pause_when_empty_narrates_immediately(make: Any) -> None:
     h = make(pause_when_empty=False)
     out = h.send(fx.Start())
