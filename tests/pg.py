@@ -52,9 +52,7 @@ def postgres_server() -> Iterator[str]:
     user = "postgres" if as_user else pwd.getpwuid(os.geteuid()).pw_name
 
     def run(*args: str) -> None:
-        subprocess.run(
-            [*as_user, *args], check=True, capture_output=True, timeout=60, cwd=root
-        )
+        subprocess.run([*as_user, *args], check=True, capture_output=True, timeout=60, cwd=root)
 
     try:
         run(str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", user, "--no-sync")

@@ -317,9 +317,7 @@ class Room:
         self._started = True
         if self.settings.pause_when_empty and not self.viewers:
             self.reason = "empty"
-            out.append(
-                fx.Publish(m.Phase(phase=self.phase.value, beat=self.beat, reason="empty"))
-            )
+            out.append(fx.Publish(m.Phase(phase=self.phase.value, beat=self.beat, reason="empty")))
             return
         self._resume(now, out)
 

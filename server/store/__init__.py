@@ -17,8 +17,8 @@ from fablecast.server.store.base import (
     EventLog,
     NewEvent,
     SchemaTooNew,
-    StoredEvent,
     StoreCorrupt,
+    StoredEvent,
     StoreError,
     StoreUnavailable,
     StreamState,
@@ -58,5 +58,6 @@ def log_for_url(url: str, data_dir: str | Path = "data", *, synchronous: str = "
         return SqliteLog(path, synchronous=synchronous)
     if "://" in url:
         raise StoreError(f"[store] url {url!r}: use a path, sqlite://..., or postgresql://...")
-    return SqliteLog(Path(data_dir) / url if not Path(url).is_absolute() else url,
-                     synchronous=synchronous)
+    return SqliteLog(
+        Path(data_dir) / url if not Path(url).is_absolute() else url, synchronous=synchronous
+    )

@@ -23,8 +23,8 @@ from fablecast.server.store.base import (
     EventLog,
     NewEvent,
     SchemaTooNew,
-    StoredEvent,
     StoreCorrupt,
+    StoredEvent,
     StoreError,
     StoreUnavailable,
     StreamState,
@@ -179,7 +179,8 @@ class PostgresLog(EventLog):
                 (room, after),
             )
             return [
-                StoredEvent(int(i), r, k, _load(d), float(a)) for i, r, k, d, a in await cur.fetchall()
+                StoredEvent(int(i), r, k, _load(d), float(a))
+                for i, r, k, d, a in await cur.fetchall()
             ]
 
         return await self._call(read)

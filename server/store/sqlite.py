@@ -23,8 +23,8 @@ from fablecast.server.store.base import (
     EventLog,
     NewEvent,
     SchemaTooNew,
-    StoredEvent,
     StoreCorrupt,
+    StoredEvent,
     StoreUnavailable,
     StreamState,
 )
@@ -242,7 +242,9 @@ class SqliteLog(EventLog):
             frames = self.db.execute(
                 "SELECT seq, data FROM stream_frames WHERE room = ? ORDER BY seq", (room,)
             ).fetchall()
-            return StreamState(row[0], int(row[1]), bool(row[2]), [(s, bytes(d)) for s, d in frames])
+            return StreamState(
+                row[0], int(row[1]), bool(row[2]), [(s, bytes(d)) for s, d in frames]
+            )
 
         return await self._run(read)
 

@@ -3,7 +3,7 @@
 Event kinds (``data`` is opaque JSON; the fields listed are the ones read here,
 anything else a room adds, such as a beat's why record, flows through):
 
-- ``created``  ``{spec, settings, parent?: {room, beat}}``: the room opened (a fork names its parent)
+- ``created``  ``{spec, settings, parent?: {room, beat}}``: the room opened (forks: parent)
 - ``beat``     ``{beat, text, choice, mood?, ...}``: beat ``beat`` committed (finished)
 - ``ballot``   ``{window, beat, options}``: a vote window opened after beat ``beat``
 - ``result``   ``{window, winner, text, counts, voters, ...}``: that window closed
@@ -115,7 +115,9 @@ def fold(room: str, events: Iterable[StoredEvent]) -> StoryImage:
                 if 0 <= n <= len(img.beats):
                     if n < len(img.beats):
                         img.branches.append(
-                            Branch(int(d.get("branch", len(img.branches) + 1)), n, img.beats[n:], ev.at)
+                            Branch(
+                                int(d.get("branch", len(img.branches) + 1)), n, img.beats[n:], ev.at
+                            )
                         )
                     del img.beats[n:]
                     img.ballot = img.result = None

@@ -39,7 +39,9 @@ def test_an_open_ballot_is_re_asked_and_a_closed_one_drives_the_retold_beat() ->
     assert img.resume == "narrate" and img.choice == "Go right"
     img = fold("r", log(CREATED, beat(1), ballot, ("result", {"window": 3, "text": "stale"})))
     assert img.resume == "ballot"  # a result of another window does not close this one
-    img = fold("r", log(CREATED, beat(1), ballot, ("result", {"window": 4, "text": "x"}), beat(2, "x")))
+    img = fold(
+        "r", log(CREATED, beat(1), ballot, ("result", {"window": 4, "text": "x"}), beat(2, "x"))
+    )
     assert img.resume == "choices" and img.choice is None
 
 
