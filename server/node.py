@@ -43,6 +43,8 @@ from fablecast.server.metrics import Metrics
 from fablecast.server.room.runner import RoomRunner
 from fablecast.server.rooms import RoomRegistry
 from fablecast.server.session import close_soon
+from fablecast.server.store.archive import Archive
+from fablecast.server.store.routes import StoreRoutes
 from fablecast.server.ws import ROOM_PATH, Admission, select_subprotocol
 
 log = logging.getLogger(__name__)
@@ -84,8 +86,11 @@ class Node:
             ),
         )
         self.admission = Admission(s, self.rooms, self.metrics, self.keepalive, clock)
+        #: The event log (None when ``[store] enabled = false``): restore, transcripts, rewind.
+        self.archive = Archive(self.config.store) if self.config.store.enabled else None
         self.http = Router(ROOM_PATH)
         self._routes()
+        StoreRoutes(self).add_to(self.http)
         self._server: Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.port = 0
@@ -95,8 +100,18 @@ class Node:
     async def start(self) -> None:
         """Open the configured rooms, listen, and warm the engine up in the background."""
         s = self.config.server
-        for rc in self.config.rooms:
-            self.open_room(rc)
+        if self.archive is not None:
+            await self.archive.open(on_status=self._store_status)  # StoreError: no start
+            self.rooms.journal = self.archive.writer
+            configured = {rc.name for rc in self.config.rooms}
+            for rc in self.config.rooms:
+                await self.open_room_logged(rc)
+            for name in await self.archive.forks():  # rooms made at run time
+                if name not in configured and len(self.rooms) < s.max_rooms:
+                    await self.open_room_logged(await self.archive.stored_config(name))
+        else:
+            for rc in self.config.rooms:
+                self.open_room(rc)
         self._server = await serve(
             self.admission.handle,
             s.host,
@@ -131,6 +146,8 @@ class Node:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.rooms.close_all()
+        if self.archive is not None and self.archive.writer is not None:
+            await self.archive.close(self.rooms.values())
         if self.owns_engine:
             with contextlib.suppress(Exception):
                 await self.engine.close()
@@ -148,6 +165,23 @@ class Node:
     def open_room(self, rc: RoomConfig) -> RoomRunner:
         """Create and start a room from its config (``RoomError`` if it cannot be)."""
         return self.rooms.open(rc)
+
+    async def open_room_logged(self, rc: RoomConfig) -> RoomRunner:
+        """Open a room through the event log: restored at its last committed beat, or logged new."""
+        if self.archive is None:
+            return self.open_room(rc)
+        runner = self.rooms.open(rc, start=False)
+        try:
+            await self.archive.prepare(runner, rc)
+        except BaseException:
+            self.rooms.discard(rc.name)
+            raise
+        runner.start()
+        return runner
+
+    def _store_status(self, reason: str | None) -> None:
+        for runner in self.rooms.values():
+            runner.store_status(reason)
 
     # ------------------------------------------------------------------ background tasks
 

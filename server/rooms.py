@@ -28,6 +28,7 @@ from fablecast.server.metrics import Metrics
 from fablecast.server.room import effects as fx
 from fablecast.server.room.runner import RoomRunner
 from fablecast.server.room.state import Room
+from fablecast.server.store.writer import StoreWriter
 from fablecast.server.stream import RoomStream
 
 
@@ -53,6 +54,8 @@ class RoomRegistry:
         self.clock = clock
         self._rooms: dict[str, RoomRunner] = {}
         self._configs: dict[str, RoomConfig] = {}
+        #: The event log's writer: rooms append what they commit (None: no log).
+        self.journal: StoreWriter | None = None
 
     # ------------------------------------------------------------------ mapping
 
@@ -82,8 +85,12 @@ class RoomRegistry:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def open(self, rc: RoomConfig) -> RoomRunner:
-        """Create and start a room from its config; ``RoomError`` if it cannot be."""
+    def open(self, rc: RoomConfig, *, start: bool = True) -> RoomRunner:
+        """Create and start a room from its config; ``RoomError`` if it cannot be.
+
+        ``start=False`` leaves it unstarted (the event log restores it first,
+        then ``runner.start()``; ``discard`` if that fails).
+        """
         if rc.name in self._rooms:
             raise RoomError(f"room {rc.name!r} already exists")
         if len(self._rooms) >= self.config.max_rooms:
@@ -106,12 +113,20 @@ class RoomRegistry:
             spec=_spec(rc),
             metrics=self.metrics,
             clock=clock,
+            journal=self.journal,
         )
         self._rooms[rc.name] = runner
         self._configs[rc.name] = rc
         self.metrics.rooms.set(len(self._rooms))
-        runner.start()
+        if start:
+            runner.start()
         return runner
+
+    def discard(self, name: str) -> None:
+        """Forget a room that never started (its restore failed)."""
+        self._rooms.pop(name, None)
+        self._configs.pop(name, None)
+        self.metrics.rooms.set(len(self._rooms))
 
     async def close_all(self) -> None:
         """Stop every room's timers and engine requests (a failure in one stops no other)."""

@@ -204,6 +204,17 @@ class RoomRunner:
             )
         self.stream.publish(frame)
 
+    def release_held(self) -> None:
+        """At a clean stop, once the log is drained: put held frames in the stream, in order.
+
+        Only what goes to the stream; engine requests and timers are dropped (the
+        room is closed, the restarted node resumes from the log).
+        """
+        held, self._held = self._held or [], None
+        for effect, _ in held:
+            if isinstance(effect, fx.Publish | fx.AppendText | fx.MarkDirty):
+                self._do(effect, None)
+
     @property
     def holding(self) -> bool:
         """Whether effects wait for the event log."""

@@ -3,7 +3,7 @@
 Event kinds (``data`` is opaque JSON; the fields listed are the ones read here,
 anything else a room adds, such as a beat's why record, flows through):
 
-- ``created``  ``{spec, settings, parent?: {room, beat}}``: the room opened (forks: parent)
+- ``created``  ``{spec, settings, origin, parent?: {room, beat}}``: the room opened
 - ``beat``     ``{beat, text, choice, mood?, ...}``: beat ``beat`` committed (finished)
 - ``ballot``   ``{window, beat, options}``: a vote window opened after beat ``beat``
 - ``result``   ``{window, winner, text, counts, voters, ...}``: that window closed
@@ -52,6 +52,8 @@ class StoryImage:
     spec: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
     parent: dict[str, Any] | None = None
+    #: ``config`` (a room a config named) or ``fork`` (made at run time).
+    origin: str = "config"
     created_at: float | None = None
     beats: list[dict[str, Any]] = field(default_factory=list)
     branches: list[Branch] = field(default_factory=list)
@@ -97,6 +99,7 @@ def fold(room: str, events: Iterable[StoredEvent]) -> StoryImage:
                 img.spec = dict(d.get("spec") or {})
                 img.settings = dict(d.get("settings") or {})
                 img.parent = d.get("parent")
+                img.origin = str(d.get("origin", "config"))
                 img.created_at = ev.at
             case "beat":
                 if d.get("beat") != len(img.beats) + 1 or not isinstance(d.get("text"), str):
