@@ -1,4 +1,4 @@
-"""The store tests run against SQLite and a real PostgreSQL started here (tests/pg.py)."""
+"""The store tests run against SQLite and a real PostgreSQL started here (fablecast.bench.pgserver)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from fablecast.bench.pgserver import pg_missing, postgres_server
 from fablecast.server.store import EventLog, log_for_url
-from tests.pg import pg_missing, postgres_server
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""A throwaway PostgreSQL server for tests: Debian's initdb and pg_ctl in a temp dir, free port.
+"""A throwaway PostgreSQL server (tests, ``bench store``): Debian's initdb and pg_ctl, temp dir.
 
 Never the machine's own server: a new cluster in a temporary folder, listening
 on 127.0.0.1 on a free port, with its socket in that folder. As root, initdb
@@ -39,8 +39,11 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def postgres_server() -> Iterator[str]:
-    """Start a fresh cluster; yield its URL (database ``postgres``, trust auth); stop it."""
+def postgres_server(*, fsync: bool = False) -> Iterator[str]:
+    """Start a fresh cluster; yield its URL (database ``postgres``, trust auth); stop it.
+
+    ``fsync`` off by default (tests: speed); on for benchmarks (real commits).
+    """
     root = Path(tempfile.mkdtemp(prefix="fablecast-pg-"))
     data = root / "data"
     as_user: list[str] = []
@@ -64,7 +67,8 @@ def postgres_server() -> Iterator[str]:
             str(root / "log"),
             "-w",
             "-o",
-            f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off",
+            f"-p {port} -k {root} -c listen_addresses=127.0.0.1"
+            f" -c fsync={'on' if fsync else 'off'}",
             "start",
         )
         try:
