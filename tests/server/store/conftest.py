@@ -1,4 +1,4 @@
-"""The store tests run against SQLite and a real PostgreSQL started here (fablecast.bench.pgserver)."""
+"""Store tests run on SQLite and on a real PostgreSQL started here (bench.pgserver)."""
 
 from __future__ import annotations
 
