@@ -65,6 +65,7 @@ def _fanout(args: argparse.Namespace) -> int:
         procs=args.procs,
         p99_bound_ms=args.p99_ms,
         retries=args.retries,
+        store=not args.no_store,
         log=_log(args),
     )
     _emit(
@@ -208,6 +209,9 @@ def register(sub: SubParsers) -> None:
     p.add_argument("--step", type=float, default=3.0, help="measured seconds per step")
     p.add_argument("--p99-ms", type=float, default=100.0, help="latency bound of a sustained step")
     p.add_argument("--retries", type=int, default=2, help="re-measure a failed step (shared CPU)")
+    p.add_argument(
+        "--no-store", action="store_true", help="node without its event log (default: SQLite on)"
+    )
     p.set_defaults(func=_fanout)
 
     p = bench.add_parser("votes", help="sustained vote ingestion, tally latency, a 10k burst")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 from typing import Any
 
@@ -35,9 +37,9 @@ def bench_config(opts: dict[str, Any]) -> Config:
         store = StoreConfig(enabled=False)
     else:
         extra = store_opt if isinstance(store_opt, dict) else {}
-        store = StoreConfig(
-            **{"data_dir": tempfile.mkdtemp(prefix="fablecast-bench-store-"), **extra}
-        )
+        tmp = tempfile.mkdtemp(prefix="fablecast-bench-store-")
+        atexit.register(shutil.rmtree, tmp, True)
+        store = StoreConfig(**{"data_dir": tmp, **extra})
     return Config(
         store=store,
         server=ServerConfig(**server),

@@ -17,13 +17,24 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-PG_BIN = Path(os.environ.get("FABLECAST_PG_BIN", "/usr/lib/postgresql/15/bin"))
+def _pg_bin() -> Path:
+    """``FABLECAST_PG_BIN``, else the newest ``/usr/lib/postgresql/<version>/bin`` (Debian)."""
+    if os.environ.get("FABLECAST_PG_BIN"):
+        return Path(os.environ["FABLECAST_PG_BIN"])
+    found = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+        key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0,
+    )
+    return found[-1].parent if found else Path("/usr/lib/postgresql/15/bin")
+
+
+PG_BIN = _pg_bin()
 
 
 def pg_missing() -> str | None:
     """Why a test PostgreSQL cannot start here (None: it can)."""
     if not (PG_BIN / "initdb").exists() or not (PG_BIN / "pg_ctl").exists():
-        return f"PostgreSQL binaries not found in {PG_BIN} (Debian package postgresql-15)"
+        return f"PostgreSQL binaries not found in {PG_BIN} (Debian package postgresql; make test)"
     if os.geteuid() == 0:
         try:
             pwd.getpwnam("postgres")
