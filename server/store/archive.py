@@ -68,6 +68,7 @@ class Archive:
         self.log = log_ or log_for_url(config.url, config.data_dir, synchronous=config.synchronous)
         self.writer: StoreWriter | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._closed = False
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -85,7 +86,10 @@ class Archive:
             self._tasks.append(loop.create_task(self._retention_loop(), name="store-retention"))
 
     async def close(self, runners: Iterable[RoomRunner]) -> None:
-        """Drain the writer, save every room's stream as clean, close the log."""
+        """Drain the writer, save every room's stream as clean, close the log (once)."""
+        if self._closed:
+            return
+        self._closed = True
         clean = True
         if self.writer is not None:
             try:
@@ -268,9 +272,7 @@ def _final_stream(runner: RoomRunner) -> StreamState:
     if room.beat > room.beats_told:  # a beat was being told: it will be retold after restart
         stream.publish(m.BeatAbort(beat=room.beat, reason="the node restarted; retold"))
     stream.flush(())
-    entries = (
-        list(stream.history.since(stream.history.first_seq - 1, stream.seq) or ())
-        if (stream.history.first_seq is not None)
-        else []
-    )
-    return StreamState(stream.epoch, stream.seq, True, [(e.seq, e.data(JSON)) for e in entries])
+    first = stream.history.first_seq
+    entries = stream.history.since(first - 1, stream.seq) if first is not None else None
+    frames = [(e.seq, e.data(JSON)) for e in entries or ()]
+    return StreamState(stream.epoch, stream.seq, True, frames)
