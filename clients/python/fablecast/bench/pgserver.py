@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+
 def _pg_bin() -> Path:
     """``FABLECAST_PG_BIN``, else the newest ``/usr/lib/postgresql/<version>/bin`` (Debian)."""
     if os.environ.get("FABLECAST_PG_BIN"):
