@@ -22,7 +22,7 @@ def pg_url() -> Iterator[str]:
         yield url
 
 
-async def _fresh_pg(url: str) -> str:
+async def fresh_pg(url: str) -> str:
     """A new empty database on the test server (each test gets its own)."""
     import psycopg
 
@@ -37,7 +37,7 @@ async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """The URL of an empty event log of each backend."""
     if request.param == "sqlite":
         return str(tmp_path / "log.sqlite3")
-    return await _fresh_pg(request.getfixturevalue("pg_url"))
+    return await fresh_pg(request.getfixturevalue("pg_url"))
 
 
 @pytest.fixture
