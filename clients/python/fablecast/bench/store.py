@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import platform
 import tempfile
 import time
@@ -139,7 +140,11 @@ def run_store_bench(
 
     out: dict[str, Any] = {
         "bench": "store",
-        "machine": {"python": platform.python_version(), "cpus": _cpus()},
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": _cpus(),
+            "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+        },
         "payload_bytes": len(str(PAYLOAD)),
     }
     if "sqlite" in backends:
@@ -159,6 +164,4 @@ def run_store_bench(
 
 
 def _cpus() -> int:
-    import os
-
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 0
