@@ -121,6 +121,21 @@ class Archive:
             except StoreError as exc:
                 log.warning("retention pass failed: %s", exc)
 
+    # ------------------------------------------------------------------ other parts' events
+
+    def record(self, room: str, kind: str, data: dict[str, Any]) -> asyncio.Future[int]:
+        """Log an event of another part (moderation: ``kind="moderation"``), without awaiting.
+
+        The future gets the event's id once it is durable (await it to be sure).
+        Raises ``StoreBacklog`` when the write queue is full, ``StoreError`` when
+        the log is not open: the caller reports it, nothing is dropped silently.
+        ``data`` must be JSON-serialisable; it comes back as is in ``story.fold``
+        (moderation events: ``StoryImage.moderation``) and in the log.
+        """
+        if self.writer is None or self._closed:
+            raise StoreError("the event log is not open")
+        return self.writer.append(room, kind, data)
+
     # ------------------------------------------------------------------ reading
 
     async def image(self, room: str) -> StoryImage:

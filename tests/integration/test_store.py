@@ -16,7 +16,7 @@ from fablecast.inference.backends.scripted import ScriptedEngine
 from fablecast.protocol import messages as m
 from fablecast.server.config import Config, StoreConfig
 from fablecast.server.node import Node
-from fablecast.server.store import NewEvent, StoreCorrupt, StoreUnavailable
+from fablecast.server.store import NewEvent, StoreCorrupt, StoreError, StoreUnavailable
 from fablecast.server.store.archive import Archive
 from fablecast.server.store.sqlite import SqliteLog
 from tests.integration.ws_harness import Client, connect, make_config
@@ -205,3 +205,17 @@ async def test_a_room_waits_visibly_while_the_log_is_down_and_loses_nothing(
         assert logged[: len(shown)] == shown
     finally:
         await node.stop()
+
+
+async def test_other_parts_record_their_events_and_read_them_back(tmp_path: Path) -> None:
+    node = await started(stored_config(tmp_path))
+    try:
+        assert node.archive is not None
+        action = {"action": "veto", "beat": 1, "by": "mod-1", "reason": "spoiler"}
+        assert await node.archive.record("demo", "moderation", action) > 0
+        img = await node.archive.image("demo")
+        assert [{k: v for k, v in e.items() if k != "at"} for e in img.moderation] == [action]
+    finally:
+        await node.stop()
+    with pytest.raises(StoreError, match="not open"):
+        node.archive.record("demo", "moderation", {})
