@@ -102,7 +102,11 @@ class Node:
         s = self.config.server
         if self.archive is not None:
             await self.archive.open(on_status=self._store_status)  # StoreError: no start
-            self.rooms.journal = self.archive.writer
+            writer = self.rooms.journal = self.archive.writer
+            assert writer is not None
+            self.metrics.store_committed.set_function(lambda: writer.committed)
+            self.metrics.store_backlog.set_function(lambda: writer.backlog)
+            self.metrics.store_down.set_function(lambda: 0 if writer.down is None else 1)
             configured = {rc.name for rc in self.config.rooms}
             for rc in self.config.rooms:
                 await self.open_room_logged(rc)

@@ -188,6 +188,8 @@ async def test_a_room_waits_visibly_while_the_log_is_down_and_loses_nothing(
             lambda f: isinstance(f, m.Narrator) and "event log unavailable" in f.message, 20
         )
         assert isinstance(down, m.Narrator) and down.state == "down"
+        _, metrics = await asyncio.to_thread(http, node, "/metrics")
+        assert b"fablecast_store_down 1.0" in metrics
         ends_before = len([f for f in viewer.seen if isinstance(f, m.BeatEnd)])
         await asyncio.sleep(0.5)
         assert len([f for f in viewer.seen if isinstance(f, m.BeatEnd)]) <= ends_before + 0
@@ -196,6 +198,8 @@ async def test_a_room_waits_visibly_while_the_log_is_down_and_loses_nothing(
             lambda f: isinstance(f, m.Narrator) and f.message == "event log back", 20
         )
         await beat_ends(viewer, 1)
+        _, metrics = await asyncio.to_thread(http, node, "/metrics")
+        assert b"fablecast_store_down 0.0" in metrics
         got = seqs(viewer.seen)
         assert got == list(range(got[0], got[0] + len(got)))
         status, body = await asyncio.to_thread(http, node, "/api/rooms/demo/transcript?format=json")
