@@ -215,6 +215,7 @@ class Room:
         choice: str | None = None,
         resume: str = "narrate",
         options: tuple[str, ...] = (),
+        windows: int = 0,
     ) -> None:
         """Put a room that has not started at its last committed beat (the event log's fold).
 
@@ -223,6 +224,8 @@ class Room:
         retell beat ``beats_told + 1`` driven by ``choice`` (``narrate``), ask the
         engine for the last beat's ballot (``choices``), or reopen a ballot of
         ``options`` with no votes (``ballot``: single votes are not logged).
+        ``windows`` is the last vote window id used: new windows are numbered
+        after it, so a vote for a window of before the restart cannot pass.
         """
         if resume not in ("narrate", "choices", "ballot"):
             raise ValueError(f"resume must be narrate, choices or ballot, not {resume!r}")
@@ -234,6 +237,7 @@ class Room:
         self.choice = choice
         self._resume_with = resume
         self._resume_options = tuple(options)
+        self._windows = max(self._windows, windows)
 
     # ------------------------------------------------------------------ dispatch
 

@@ -269,7 +269,12 @@ def _beats(beats: list[dict[str, Any]]) -> list[CommittedBeat]:
 def _restore_core(runner: RoomRunner, img: StoryImage) -> None:
     options = tuple(str(o) for o in (img.ballot or {}).get("options", ()))
     runner.room.restore(
-        _beats(img.beats), img.beats_told, choice=img.choice, resume=img.resume, options=options
+        _beats(img.beats),
+        img.beats_told,
+        choice=img.choice,
+        resume=img.resume,
+        options=options,
+        windows=img.last_window,
     )
 
 

@@ -62,6 +62,8 @@ class StoryImage:
     moderation: list[dict[str, Any]] = field(default_factory=list)
     last_id: int = 0
     anomalies: int = 0
+    #: The highest vote window id logged (a restored room numbers its windows after it).
+    last_window: int = 0
 
     @property
     def beats_told(self) -> int:
@@ -108,6 +110,8 @@ def fold(room: str, events: Iterable[StoredEvent]) -> StoryImage:
                 img.beats.append(dict(d))
                 img.ballot = img.result = None
             case "ballot":
+                if isinstance(d.get("window"), int):
+                    img.last_window = max(img.last_window, d["window"])
                 if d.get("beat") == len(img.beats) and d.get("options"):
                     img.ballot, img.result = dict(d), None
             case "result":

@@ -15,6 +15,13 @@ def frames(effects: list[fx.Effect]) -> list[Any]:
     return [e.frame for e in effects if isinstance(e, fx.Publish)]
 
 
+def refused(effects: list[fx.Effect]) -> str | None:
+    """The error code a vote got (None: accepted)."""
+    reply = effects[0]
+    assert isinstance(reply, fx.Reply)
+    return reply.message.code if isinstance(reply.message, m.Error) else None
+
+
 STORY = [CommittedBeat(1, "One.", None), CommittedBeat(2, "Two.", "Go left")]
 
 
@@ -36,9 +43,12 @@ def test_restored_room_writes_the_missing_ballot(h: Any) -> None:
 
 
 def test_restored_open_ballot_is_re_asked_with_its_options(h: Any) -> None:
-    h.room.restore(STORY, 2, resume="ballot", options=("Go up", "Go down"))
+    h.room.restore(STORY, 2, resume="ballot", options=("Go up", "Go down"), windows=7)
     out = h.open("p1")
     ballot = next(f for f in frames(out) if isinstance(f, m.Ballot))
+    assert ballot.window == 8  # numbered after the windows of before the restart
+    assert refused(h.vote("p1", 0, window=7)) == "window_closed"  # a stale window
+    assert h.room.window is not None and h.room.window.votes == {}
     assert [o.text for o in ballot.options] == ["Go up", "Go down"] and ballot.beat == 2
     assert h.choice_requests == [] and h.room.window is not None
     h.vote("p1", 1)
@@ -84,7 +94,7 @@ def test_rewind_mid_vote_cancels_and_tells_everyone_at_once(h: Any) -> None:
     stale = h.timers.get("vote_close")
     if stale is not None:
         assert h.send(fx.TimerFired("vote_close", stale.token)) == []
-    assert isinstance(h.vote("p1", 0, window=window.window)[0], fx.Reply)
+    assert refused(h.vote("p1", 0, window=window.window)) == "not_in_phase"
 
 
 def test_rewind_while_narrating_cancels_the_request(h: Any) -> None:

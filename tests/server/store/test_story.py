@@ -34,7 +34,7 @@ def test_an_open_ballot_is_re_asked_and_a_closed_one_drives_the_retold_beat() ->
     ballot = ("ballot", {"window": 4, "beat": 1, "options": ["Go left", "Go right"]})
     img = fold("r", log(CREATED, beat(1), ballot))
     assert img.resume == "ballot" and img.ballot is not None
-    assert img.ballot["options"] == ["Go left", "Go right"]
+    assert img.ballot["options"] == ["Go left", "Go right"] and img.last_window == 4
     img = fold("r", log(CREATED, beat(1), ballot, ("result", {"window": 4, "text": "Go right"})))
     assert img.resume == "narrate" and img.choice == "Go right"
     img = fold("r", log(CREATED, beat(1), ballot, ("result", {"window": 3, "text": "stale"})))
