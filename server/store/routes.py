@@ -7,6 +7,8 @@
 - ``POST /api/rooms/{room}/fork?beat=N[&name=NEW]`` a new room that starts as
   ``room`` did up to beat N, opened at once: 201 ``{room, beat, url}``.
 
+A POST carries no body (websockets reads none): arguments are in the query.
+
 Errors are JSON ``{"code", "message"}``: ``unknown_beat`` (400) for a beat the
 room has not committed, ``invalid_message`` (400) for a malformed argument,
 404 for an unknown room, 503 when the log is off or down. Rewind and fork
@@ -119,6 +121,8 @@ class StoreRoutes:
         node, archive = self.node, self.node.archive
         assert archive is not None
         room = req.params["room"]
+        if len(node.rooms) >= node.config.server.max_rooms:  # before anything is logged
+            return _error(http.HTTPStatus.CONFLICT, ErrorCode.REJECTED, "max_rooms reached")
         try:
             rc = await archive.fork(room, beat, name, lambda n: n in node.rooms)
             await node.open_room_logged(rc)
