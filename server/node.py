@@ -9,9 +9,10 @@ away) so they resume elsewhere, then rooms and engine requests are stopped and
 the engine released.
 
 The node has one clock (``clock``, wall time): rooms' timers, vote windows and
-snapshots read it. Where later parts plug in: access control (tokens, Origin)
-in ``ws.Admission``, the event-log store around the registry, a broker between
-the streams of several nodes.
+snapshots read it. The event log (``fablecast.server.store``, on by default)
+restores rooms before they open, and saves their streams at ``stop()``. Where
+later parts plug in: access control (tokens, Origin) in ``ws.Admission``, a
+broker between the streams of several nodes.
 """
 
 from __future__ import annotations
@@ -101,18 +102,7 @@ class Node:
         """Open the configured rooms, listen, and warm the engine up in the background."""
         s = self.config.server
         if self.archive is not None:
-            await self.archive.open(on_status=self._store_status)  # StoreError: no start
-            writer = self.rooms.journal = self.archive.writer
-            assert writer is not None
-            self.metrics.store_committed.set_function(lambda: writer.committed)
-            self.metrics.store_backlog.set_function(lambda: writer.backlog)
-            self.metrics.store_down.set_function(lambda: 0 if writer.down is None else 1)
-            configured = {rc.name for rc in self.config.rooms}
-            for rc in self.config.rooms:
-                await self.open_room_logged(rc)
-            for name in await self.archive.forks():  # rooms made at run time
-                if name not in configured and len(self.rooms) < s.max_rooms:
-                    await self.open_room_logged(await self.archive.stored_config(name))
+            await self._open_logged_rooms()  # StoreError: no start (docs/store.md)
         else:
             for rc in self.config.rooms:
                 self.open_room(rc)
@@ -182,6 +172,22 @@ class Node:
             raise
         runner.start()
         return runner
+
+    async def _open_logged_rooms(self) -> None:
+        """Open the event log, then every configured room and fork, restored from it."""
+        assert self.archive is not None
+        await self.archive.open(on_status=self._store_status)
+        writer = self.rooms.journal = self.archive.writer
+        assert writer is not None
+        self.metrics.store_committed.set_function(lambda: writer.committed)
+        self.metrics.store_backlog.set_function(lambda: writer.backlog)
+        self.metrics.store_down.set_function(lambda: 0 if writer.down is None else 1)
+        configured = {rc.name for rc in self.config.rooms}
+        for rc in self.config.rooms:
+            await self.open_room_logged(rc)
+        for name in await self.archive.forks():  # rooms made at run time
+            if name not in configured and len(self.rooms) < self.config.server.max_rooms:
+                await self.open_room_logged(await self.archive.stored_config(name))
 
     def _store_status(self, reason: str | None) -> None:
         for runner in self.rooms.values():

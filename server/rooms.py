@@ -5,9 +5,10 @@ stream and local fan-out. The registry is also where the scheduler's per-room
 narrator status and the rooms' audience sizes meet: the scheduler reports to
 ``narrator_status``, sessions report joins and leaves through ``audience_changed``.
 
-Where later parts plug in: an event-log store restores rooms before ``open``
-returns and appends what each room commits; a broker makes a room owned by one
-node of several.
+The event log (``fablecast.server.store``) opens rooms with ``start=False``,
+restores them, then starts them; ``journal`` is its writer, handed to every
+runner so rooms append what they commit. Where later parts plug in: a broker
+makes a room owned by one node of several.
 """
 
 from __future__ import annotations
