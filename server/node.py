@@ -91,7 +91,6 @@ class Node:
         self.archive = Archive(self.config.store) if self.config.store.enabled else None
         self.http = Router(ROOM_PATH)
         self._routes()
-        StoreRoutes(self).add_to(self.http)
         self._server: Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.port = 0
@@ -253,6 +252,7 @@ class Node:
         r.add("/healthz", lambda req: text_response(http.HTTPStatus.OK, "ok\n"))
         r.add("/readyz", self._readyz)
         r.add("/metrics", self._metrics)
+        StoreRoutes(self).add_to(r)  # transcripts, rewind, fork (docs/store.md)
         # The web pages, /api/rooms, and / (home page for browsers, else _index): server/pages.py.
         web_root = self.config.server.web_root
         pages.install(

@@ -91,6 +91,8 @@ class PostgresLog(EventLog):
         await self._call(self._open)
 
     async def _open(self, conn: Any) -> None:
+        import psycopg
+
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
             cur = await conn.execute(
@@ -120,7 +122,13 @@ class PostgresLog(EventLog):
                     )
             for version in range(current + 1, SCHEMA_VERSION + 1):
                 for sql in statements(version, "postgres"):
-                    await conn.execute(sql)
+                    try:
+                        await conn.execute(sql)
+                    except psycopg.errors.ProgrammingError as exc:  # rolled back below
+                        raise StoreError(
+                            f"{self.where}: migration to version {version} failed ({exc}); "
+                            "nothing was changed"
+                        ) from exc
                 await conn.execute(
                     "INSERT INTO schema_migrations (version, applied_at) VALUES (%s, %s)",
                     (version, time.time()),

@@ -25,6 +25,7 @@ from fablecast.server.store.base import (
     SchemaTooNew,
     StoreCorrupt,
     StoredEvent,
+    StoreError,
     StoreUnavailable,
     StreamState,
 )
@@ -120,6 +121,7 @@ class SqliteLog(EventLog):
         if current >= SCHEMA_VERSION:
             return
         db.execute("BEGIN IMMEDIATE")
+        version = current
         try:
             for version in range(current + 1, SCHEMA_VERSION + 1):
                 for sql in statements(version, "sqlite"):
@@ -131,8 +133,13 @@ class SqliteLog(EventLog):
             if current == 0:
                 db.execute("INSERT INTO meta (key, value) VALUES ('app', ?)", (APP_ID,))
             db.execute("COMMIT")
-        except BaseException:
+        except BaseException as exc:
             db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(
+                    f"{self.where}: migration to version {version} failed ({exc}); "
+                    "nothing was changed"
+                ) from exc
             raise
 
     async def close(self) -> None:

@@ -14,6 +14,7 @@ from fablecast.server.store import (
     NewEvent,
     SchemaTooNew,
     StoreCorrupt,
+    StoreError,
     StoreUnavailable,
     StreamState,
     log_for_url,
@@ -143,3 +144,55 @@ async def _sql(log: EventLog, sql: str, *, opened: bool = True) -> list[tuple[ob
     async with await psycopg.AsyncConnection.connect(log.url, autocommit=True) as conn:
         cur = await conn.execute(sql)
         return list(await cur.fetchall()) if cur.description else []
+
+
+NEXT = ["CREATE TABLE extra (x INTEGER)", "INSERT INTO extra (x) VALUES (1)"]
+
+
+def _with_migration(monkeypatch: pytest.MonkeyPatch, statements: list[str]) -> None:
+    """Pretend this code knows one more migration."""
+    from fablecast.server.store import postgres, schema, sqlite
+
+    migrations = [*schema.MIGRATIONS, statements]
+    monkeypatch.setattr(schema, "MIGRATIONS", migrations)
+    for module in (schema, sqlite, postgres):
+        monkeypatch.setattr(module, "SCHEMA_VERSION", len(migrations))
+
+
+async def test_a_new_migration_is_applied_once_on_open(
+    store: EventLog, store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await store.append([ev("a", "beat", beat=1, text="x")])
+    await store.close()
+    _with_migration(monkeypatch, NEXT)
+    for _ in range(2):
+        again = log_for_url(store_url, tmp_path)
+        await again.open()
+        assert await again.schema_version() == SCHEMA_VERSION + 1
+        await again.close()
+    assert await _sql(again, "SELECT x FROM extra", opened=False) == [(1,)]
+    assert len(await _sql(again, "SELECT * FROM events", opened=False)) == 1
+
+
+async def test_a_failing_migration_changes_nothing(
+    store: EventLog, store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await store.close()
+    _with_migration(monkeypatch, [*NEXT, "THIS IS NOT SQL"])
+    again = log_for_url(store_url, tmp_path)
+    with pytest.raises(
+        StoreError, match=r"(?s)migration to version \d+ failed .*nothing was changed"
+    ):
+        await again.open()
+    await again.close()
+    monkeypatch.undo()
+    rows = await _sql(again, "SELECT MAX(version) FROM schema_migrations", opened=False)
+    assert rows == [(SCHEMA_VERSION,)]
+    tables = "SELECT COUNT(*) FROM information_schema.tables WHERE table_name = 'extra'"
+    if "postgres" in store_url:
+        assert await _sql(again, tables, opened=False) == [(0,)]
+    else:
+        names = await _sql(
+            again, "SELECT name FROM sqlite_master WHERE name = 'extra'", opened=False
+        )
+        assert names == []
