@@ -35,7 +35,7 @@ from fablecast.protocol import messages as m
 from fablecast.protocol.codec import JSON
 from tests.support import scaled
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
 
 KILLS = 20
 
