@@ -42,8 +42,13 @@ __all__ = [
 DEFAULT_FILE = "fablecast.sqlite3"
 
 
-def log_for_url(url: str, data_dir: str | Path = "data", *, synchronous: str = "full") -> EventLog:
-    """The (unopened) event log that ``url`` names; see the module docstring."""
+def log_for_url(
+    url: str, data_dir: str | Path = "data", *, synchronous: str = "full", reader: bool = False
+) -> EventLog:
+    """The (unopened) event log that ``url`` names; see the module docstring.
+
+    ``reader``: only to read, beside a node that writes (SQLite: no lock, nothing created).
+    """
     if url.startswith(("postgresql://", "postgres://")):
         from fablecast.server.store.postgres import PostgresLog
 
@@ -51,13 +56,12 @@ def log_for_url(url: str, data_dir: str | Path = "data", *, synchronous: str = "
     from fablecast.server.store.sqlite import SqliteLog
 
     if not url:
-        return SqliteLog(Path(data_dir) / DEFAULT_FILE, synchronous=synchronous)
+        return SqliteLog(Path(data_dir) / DEFAULT_FILE, synchronous=synchronous, reader=reader)
     if url.startswith("sqlite://"):
         path = url.removeprefix("sqlite://")
         path = path[1:] if path.startswith("//") else path  # sqlite:///abs -> /abs
-        return SqliteLog(path, synchronous=synchronous)
+        return SqliteLog(path, synchronous=synchronous, reader=reader)
     if "://" in url:
         raise StoreError(f"[store] url {url!r}: use a path, sqlite://..., or postgresql://...")
-    return SqliteLog(
-        Path(data_dir) / url if not Path(url).is_absolute() else url, synchronous=synchronous
-    )
+    file = Path(url) if Path(url).is_absolute() else Path(data_dir) / url
+    return SqliteLog(file, synchronous=synchronous, reader=reader)

@@ -77,7 +77,7 @@ def transcript(args: argparse.Namespace) -> int:
 
 
 async def _read(room: str, fmt: str, url: str, data_dir: str) -> str:
-    log = log_for_url(url, data_dir)
+    log = log_for_url(url, data_dir, reader=True)  # beside a running node: no lock
     await log.open()
     try:
         img = fold(room, await log.events(room))

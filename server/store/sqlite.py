@@ -10,13 +10,15 @@ docs/store.md).
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 from fablecast.server.store.base import (
     APP_ID,
@@ -35,11 +37,22 @@ T = TypeVar("T")
 
 
 class SqliteLog(EventLog):
-    """An event log in the SQLite file ``path`` (created with its folder if absent)."""
+    """An event log in the SQLite file ``path`` (created with its folder if absent).
 
-    def __init__(self, path: str | Path, *, synchronous: str = "full") -> None:
+    One node writes a file: ``open`` takes an exclusive lock on ``<path>.lock``
+    (held until ``close``), and a second node on the same file is refused with
+    the first one's pid. ``reader=True`` opens without the lock, for reading
+    only (``fablecast transcript`` while a node runs): nothing is created or
+    migrated then.
+    """
+
+    def __init__(
+        self, path: str | Path, *, synchronous: str = "full", reader: bool = False
+    ) -> None:
         self.path = Path(path)
         self.where = str(self.path)
+        self.reader = reader
+        self._lock: IO[str] | None = None
         self.synchronous = synchronous.upper()
         if self.synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise ValueError(f"synchronous must be off, normal, full or extra, not {synchronous}")
@@ -69,8 +82,12 @@ class SqliteLog(EventLog):
             raise
 
     def _open(self) -> None:
+        if self.reader:
+            self._open_reader()
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._take_lock()
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         except (OSError, sqlite3.Error) as exc:
             raise StoreUnavailable(f"cannot open the event log {self.where}: {exc}") from exc
@@ -93,6 +110,43 @@ class SqliteLog(EventLog):
             raise StoreUnavailable(f"{self.where}: WAL mode refused (journal mode {mode})")
         db.execute(f"PRAGMA synchronous = {self.synchronous}")
         self._migrate(tables)
+
+    def _take_lock(self) -> None:
+        lock = open(f"{self.path}.lock", "a+", encoding="ascii")  # noqa: SIM115 - held open
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.seek(0)
+            owner = lock.read().strip() or "?"
+            lock.close()
+            raise StoreUnavailable(
+                f"{self.where} is in use by another Fablecast node (pid {owner}): one node "
+                "per SQLite file (use PostgreSQL for several nodes)"
+            ) from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        self._lock = lock
+
+    def _open_reader(self) -> None:
+        if not self.path.is_file():
+            raise StoreUnavailable(f"no event log at {self.where}")
+        try:
+            db = sqlite3.connect(
+                f"file:{self.path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+            )
+            self._db = db
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        except sqlite3.DatabaseError as exc:
+            raise StoreCorrupt(f"{self.where} is not an SQLite database ({exc})") from exc
+        self._check_ours(tables)
+        version = db.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0] or 0
+        if version < SCHEMA_VERSION:
+            raise StoreUnavailable(
+                f"{self.where} has schema version {version}; a node migrates it to "
+                f"{SCHEMA_VERSION} when it starts"
+            )
 
     def _check_ours(self, tables: set[str]) -> None:
         db = self.db
@@ -151,6 +205,9 @@ class SqliteLog(EventLog):
         if db is not None:
             await asyncio.get_running_loop().run_in_executor(pool, db.close)
         pool.shutdown(wait=False)
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.close()  # releases the flock
 
     # ------------------------------------------------------------------ reads and writes
 

@@ -116,7 +116,7 @@ async def test_a_corrupt_sqlite_file_is_refused_untouched(tmp_path: Path) -> Non
         await log.open()
     await log.close()
     assert path.read_bytes() == junk
-    assert os.listdir(tmp_path) == ["fablecast.sqlite3"]  # no -wal/-shm made
+    assert sorted(os.listdir(tmp_path)) == ["fablecast.sqlite3", "fablecast.sqlite3.lock"]
 
 
 async def test_an_unreachable_postgres_is_a_clear_error() -> None:
@@ -196,3 +196,28 @@ async def test_a_failing_migration_changes_nothing(
             again, "SELECT name FROM sqlite_master WHERE name = 'extra'", opened=False
         )
         assert names == []
+
+
+async def test_one_node_per_sqlite_file_and_readers_beside_it(tmp_path: Path) -> None:
+    path = tmp_path / "log.sqlite3"
+    first = log_for_url(str(path))
+    await first.open()
+    await first.append([ev("a", "beat", beat=1, text="x")])
+    second = log_for_url(str(path))
+    with pytest.raises(
+        StoreUnavailable, match=rf"in use by another Fablecast node \(pid {os.getpid()}\)"
+    ):
+        await second.open()
+    await second.close()
+    reader = log_for_url(str(path), reader=True)
+    await reader.open()
+    assert [e.data["text"] for e in await reader.events("a")] == ["x"]
+    await reader.close()
+    await first.close()
+    await second.open()  # the lock went with the first
+    await second.close()
+    missing = log_for_url(str(tmp_path / "none.sqlite3"), reader=True)
+    with pytest.raises(StoreUnavailable, match="no event log at"):
+        await missing.open()
+    await missing.close()
+    assert not (tmp_path / "none.sqlite3").exists()
