@@ -100,7 +100,7 @@ class Router:
                 resp = text_response(http.HTTPStatus.METHOD_NOT_ALLOWED, "method not allowed\n")
                 resp.headers["Allow"] = ", ".join(route.methods)
                 return resp
-            peer = connection.remote_address
+            peer = getattr(connection, "remote_address", None)
             req = HttpRequest(
                 method,
                 parts.path,
