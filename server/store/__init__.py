@@ -52,7 +52,7 @@ def log_for_url(
     if url.startswith(("postgresql://", "postgres://")):
         from fablecast.server.store.postgres import PostgresLog
 
-        return PostgresLog(url)
+        return PostgresLog(url, reader=reader)
     from fablecast.server.store.sqlite import SqliteLog
 
     if not url:

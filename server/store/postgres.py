@@ -41,8 +41,10 @@ _MIGRATION_LOCK = 0x6661626C6563
 class PostgresLog(EventLog):
     """An event log in the PostgreSQL database at ``url``."""
 
-    def __init__(self, url: str, *, connect_timeout_s: float = 5.0) -> None:
+    def __init__(self, url: str, *, connect_timeout_s: float = 5.0, reader: bool = False) -> None:
         self.url = url
+        #: Only to read (``fablecast transcript``): nothing is created or migrated.
+        self.reader = reader
         self.where = _redacted(url)
         self.connect_timeout_s = connect_timeout_s
         self._conn: Any = None
@@ -120,6 +122,11 @@ class PostgresLog(EventLog):
                         f"(which knows up to {SCHEMA_VERSION}): upgrade Fablecast; nothing "
                         "was changed"
                     )
+            if self.reader and current < SCHEMA_VERSION:
+                raise StoreUnavailable(
+                    f"{self.where} has schema version {current}; a node creates or migrates "
+                    f"it to {SCHEMA_VERSION} when it starts"
+                )
             for version in range(current + 1, SCHEMA_VERSION + 1):
                 for sql in statements(version, "postgres"):
                     try:

@@ -221,3 +221,23 @@ async def test_one_node_per_sqlite_file_and_readers_beside_it(tmp_path: Path) ->
         await missing.open()
     await missing.close()
     assert not (tmp_path / "none.sqlite3").exists()
+
+
+async def test_a_reader_creates_nothing(store_url: str, tmp_path: Path) -> None:
+    reader = log_for_url(store_url, tmp_path, reader=True)
+    with pytest.raises(StoreUnavailable):
+        await reader.open()
+    await reader.close()
+    if "postgres" in store_url:
+        count = "SELECT COUNT(*) FROM information_schema.tables WHERE table_name = 'events'"
+        assert await _sql(reader, count, opened=False) == [(0,)]
+    else:
+        assert not Path(store_url).exists()
+    writer = log_for_url(store_url, tmp_path)
+    await writer.open()
+    await writer.append([ev("a", "beat", beat=1, text="x")])
+    reader = log_for_url(store_url, tmp_path, reader=True)
+    await reader.open()
+    assert len(await reader.events("a")) == 1
+    await reader.close()
+    await writer.close()
