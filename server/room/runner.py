@@ -5,12 +5,13 @@ frames to the room's stream, replies to the session that caused them, engine
 requests to the narrator (one task at a time), timers to the event loop; and on
 the node's tick, ``flush`` hands the stream's stamped frames to the fan-out.
 
-With an event log (``journal``), the frames that make the story (``beat_end``,
-``ballot``, ``vote_result``) are durable before anyone sees them: the runner
-appends the event and holds that frame and every effect after it, in order,
-until the log acknowledges it (one SQLite commit, a few ms; a 50 ms tick hides
-it). So a beat a viewer saw committed is never lost in a crash, and a room
-whose log is down waits visibly instead of telling a story it cannot keep.
+With an event log (``journal``), the frames that make the story (``beat_end``
+with its why record, ``cue``, ``ballot``, ``vote_result``) are durable before
+anyone sees them: the runner appends the event and holds that frame and every
+effect after it, in order, until the log acknowledges it (one SQLite commit, a
+few ms; a 50 ms tick hides it). So a beat a viewer saw committed is never lost
+in a crash, and a room whose log is down waits visibly instead of telling a
+story it cannot keep.
 Replies and ``narrator`` status frames pass the hold (they carry no story).
 """
 
@@ -158,7 +159,18 @@ class RoomRunner:
                 "arousal": round(mood.arousal, 3),
                 "intensity": round(mood.intensity, 3),
             }
+            whys = self.room.whys
+            if whys and whys[-1].beat == frame.beat:  # the beat's why record, as the room made it
+                why = msgspec.to_builtins(whys[-1])
+                for key in ("type", "epoch", "seq"):
+                    why.pop(key, None)
+                data["why"] = why
             return "beat", data
+        if isinstance(frame, m.Cue):
+            data = msgspec.to_builtins(frame)
+            for key in ("type", "epoch", "seq"):
+                data.pop(key, None)
+            return "cue", data
         if isinstance(frame, m.Ballot):
             return "ballot", {
                 "window": frame.window,

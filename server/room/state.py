@@ -216,6 +216,8 @@ class Room:
         resume: str = "narrate",
         options: tuple[str, ...] = (),
         windows: int = 0,
+        result: WindowResult | None = None,
+        result_options: tuple[str, ...] = (),
     ) -> None:
         """Put a room that has not started at its last committed beat (the event log's fold).
 
@@ -226,6 +228,8 @@ class Room:
         ``options`` with no votes (``ballot``: single votes are not logged).
         ``windows`` is the last vote window id used: new windows are numbered
         after it, so a vote for a window of before the restart cannot pass.
+        ``result`` and ``result_options``: the vote that chose ``choice`` (the
+        retold beat's why record names it).
         """
         if resume not in ("narrate", "choices", "ballot"):
             raise ValueError(f"resume must be narrate, choices or ballot, not {resume!r}")
@@ -238,6 +242,9 @@ class Room:
         self._resume_with = resume
         self._resume_options = tuple(options)
         self._windows = max(self._windows, windows)
+        if result is not None:
+            self.last_result = result
+            self._last_ballot = tuple(result_options)
 
     # ------------------------------------------------------------------ dispatch
 

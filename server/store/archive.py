@@ -41,6 +41,7 @@ from fablecast.server.history import Entry
 from fablecast.server.room import effects as fx
 from fablecast.server.room.runner import RoomRunner
 from fablecast.server.room.state import CommittedBeat
+from fablecast.server.room.votes import WindowResult
 from fablecast.server.store import EventLog, StoreError, StoreWriter, StreamState, log_for_url
 from fablecast.server.store.story import StoryImage, fold
 
@@ -275,7 +276,24 @@ def _restore_core(runner: RoomRunner, img: StoryImage) -> None:
         resume=img.resume,
         options=options,
         windows=img.last_window,
+        result=_result(img.result),
+        result_options=tuple(img.result_options),
     )
+
+
+def _result(data: dict[str, Any] | None) -> WindowResult | None:
+    """The logged result as the core's value (None if absent or malformed)."""
+    if data is None:
+        return None
+    try:
+        return WindowResult(
+            int(data["winner"]),
+            tuple(int(c) for c in data.get("counts", ())),
+            int(data.get("voters", 0)),
+            data.get("tie_break"),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _contiguous(state: StreamState) -> bool:

@@ -4,7 +4,8 @@ Event kinds (``data`` is opaque JSON; the fields listed are the ones read here,
 anything else a room adds, such as a beat's why record, flows through):
 
 - ``created``  ``{spec, settings, origin, parent?: {room, beat}}``: the room opened
-- ``beat``     ``{beat, text, choice, mood?, ...}``: beat ``beat`` committed (finished)
+- ``beat``     ``{beat, text, choice, mood?, why?, ...}``: beat ``beat`` committed (finished)
+- ``cue``      ``{beat, location, ...}``: the scene cue of beat ``beat`` (kept on that beat)
 - ``ballot``   ``{window, beat, options}``: a vote window opened after beat ``beat``
 - ``result``   ``{window, winner, text, counts, voters, ...}``: that window closed
 - ``rewind``   ``{beat, branch}``: beats after ``beat`` moved to branch ``branch``
@@ -59,6 +60,8 @@ class StoryImage:
     branches: list[Branch] = field(default_factory=list)
     ballot: dict[str, Any] | None = None
     result: dict[str, Any] | None = None
+    #: The options of the ballot ``result`` closed (for the next beat's why record).
+    result_options: list[str] = field(default_factory=list)
     moderation: list[dict[str, Any]] = field(default_factory=list)
     last_id: int = 0
     anomalies: int = 0
@@ -109,6 +112,9 @@ def fold(room: str, events: Iterable[StoredEvent]) -> StoryImage:
                     continue
                 img.beats.append(dict(d))
                 img.ballot = img.result = None
+            case "cue":
+                if img.beats and d.get("beat") == len(img.beats):
+                    img.beats[-1]["cue"] = dict(d)
             case "ballot":
                 if isinstance(d.get("window"), int):
                     img.last_window = max(img.last_window, d["window"])
@@ -116,6 +122,7 @@ def fold(room: str, events: Iterable[StoredEvent]) -> StoryImage:
                     img.ballot, img.result = dict(d), None
             case "result":
                 if img.ballot is not None and d.get("window") == img.ballot.get("window"):
+                    img.result_options = [str(o) for o in img.ballot.get("options", ())]
                     img.ballot, img.result = None, dict(d)
             case "rewind":
                 n = int(d.get("beat", -1))

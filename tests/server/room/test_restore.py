@@ -9,6 +9,7 @@ import pytest
 from fablecast.protocol import messages as m
 from fablecast.server.room import effects as fx
 from fablecast.server.room.state import CommittedBeat
+from fablecast.server.room.votes import WindowResult
 
 
 def frames(effects: list[fx.Effect]) -> list[Any]:
@@ -31,6 +32,16 @@ def test_restored_room_retells_the_interrupted_beat_with_its_choice(h: Any) -> N
     assert h.narration.beat == 3 and h.narration.choice == "Open the door"
     assert m.BeatStart(beat=3, choice="Open the door") in frames(out)
     assert [b.beat for b in h.room.story] == [1, 2] and h.room.beats_told == 2
+
+
+def test_a_retold_beat_after_a_restart_names_the_vote_in_its_why(h: Any) -> None:
+    result = WindowResult(winner=1, counts=(1, 3), voters=4, tie_break=None)
+    h.room.restore(STORY, 2, choice="Go down", result=result, result_options=("Go up", "Go down"))
+    h.open("p1")
+    out = h.narrate("Down they went.")
+    why = next(f for f in frames(out) if isinstance(f, m.Why))
+    assert why.beat == 3 and why.choice == "Go down"
+    assert why.ballot == ["Go up", "Go down"] and why.counts == [1, 3] and why.winner == 1
 
 
 def test_restored_room_writes_the_missing_ballot(h: Any) -> None:

@@ -42,13 +42,15 @@ class Journal:
 class IdleNarrator:
     """Never answers: the test feeds the room's engine events itself."""
 
-    async def narrate(self, ctx: object) -> AsyncIterator[Any]:
+    async def narrate(self, *args: object) -> AsyncIterator[Any]:
         await asyncio.Event().wait()
         yield None  # pragma: no cover
 
-    async def choices(self, ctx: object, text: str) -> list[str]:
-        await asyncio.Event().wait()
-        return []  # pragma: no cover
+    async def ballot(self, *args: object) -> Any:
+        await asyncio.Event().wait()  # pragma: no cover
+
+    async def cue(self, *args: object) -> Any:
+        await asyncio.Event().wait()  # pragma: no cover
 
 
 @pytest.fixture
@@ -84,14 +86,15 @@ async def test_beat_end_and_what_follows_wait_for_the_log(
     assert [k for k, _, _ in journal.events] == ["beat"]
     assert journal.events[0][1]["text"] == "Once upon a time."
     assert set(journal.events[0][1]["mood"]) == {"valence", "arousal", "intensity"}
+    assert journal.events[0][1]["why"]["beat"] == 1  # the room's why record, as sent
     assert "BeatEnd" not in sent(runner) and runner.holding
     runner.dispatch(fx.NarratorStatus("busy", "queued"))  # status passes the hold
     assert sent(runner) == ["Narrator"]
     runner.dispatch(fx.ChoicesReady(2, ("Go left now", "Go right now")))  # while held
     journal.ack()
     await asyncio.sleep(0)
-    # In order: the beat and the phase; the ballot's own event is appended and held in turn.
-    assert sent(runner) == ["BeatEnd", "Phase"]
+    # In order: the beat, its why, the phase; the ballot's event is appended and held in turn.
+    assert sent(runner) == ["BeatEnd", "Why", "Phase"]
     assert [k for k, _, _ in journal.events] == ["beat", "ballot"] and runner.holding
     journal.ack()
     await asyncio.sleep(0)
@@ -112,7 +115,7 @@ async def test_a_full_queue_is_retried_and_nothing_is_shown_meanwhile(
     assert [k for k, _, _ in journal.events] == ["beat"]
     journal.ack()
     await asyncio.sleep(0)
-    assert sent(runner) == ["BeatEnd"]
+    assert sent(runner) == ["BeatEnd", "Why"]
 
 
 async def test_store_status_is_shown_past_the_hold(setup: tuple[RoomRunner, Journal]) -> None:

@@ -45,6 +45,12 @@ def test_an_open_ballot_is_re_asked_and_a_closed_one_drives_the_retold_beat() ->
     assert img.resume == "choices" and img.choice is None
 
 
+def test_a_cue_is_kept_on_its_beat() -> None:
+    cue = ("cue", {"beat": 1, "location": "the docks"})
+    img = fold("r", log(CREATED, beat(1), cue, ("cue", {"beat": 7, "location": "x"})))
+    assert img.beats[0]["cue"] == {"beat": 1, "location": "the docks"}
+
+
 def test_beats_out_of_order_are_ignored_and_counted() -> None:
     img = fold("r", log(CREATED, beat(1), beat(1), beat(3), beat(2)))
     assert [b["beat"] for b in img.beats] == [1, 2] and img.anomalies == 2
