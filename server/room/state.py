@@ -354,6 +354,11 @@ class Room:
         self.window = None
         self.partial.clear()
         self._failures = 0
+        # What belonged to the beats set aside goes with them.
+        self.whys = [w for w in self.whys if w.beat <= event.beats_told]
+        if self.cue is not None and self.cue.beat > event.beats_told:
+            self.cue = None
+        self.last_result, self._last_ballot = None, ()
         story = [b for b in event.story if isinstance(b, CommittedBeat)]
         self.restore(story, event.beats_told, resume="choices" if story else "narrate")
         self._go(Step.REWIND, out, reason="rewind")

@@ -100,6 +100,7 @@ def test_rewind_mid_vote_cancels_and_tells_everyone_at_once(h: Any) -> None:
     assert fs[0] == m.Phase(phase="paused", beat=1, reason="rewind")
     assert fs[1] == m.Rewind(beat=1, branch=1, story=[m.StoryBeat(beat=1, text="First.")])
     assert h.room.window is None and h.room.beats_told == 1
+    assert [w.beat for w in h.room.whys] == [1] and h.room.last_result is None
     assert h.choices.beat == 1 and h.room._request == request_before + 1
     # The old window's timer is stale now, and votes for it are refused.
     stale = h.timers.get("vote_close")
