@@ -20,7 +20,7 @@ ifeq ($(ENGINE),auto)
   override ENGINE := $(shell nvidia-smi -L >/dev/null 2>&1 && echo cuda || echo cpu)
 endif
 STAMP := $(VENV)/.installed-$(ENGINE)
-EXTRAS := dev,speed,bench
+EXTRAS := dev,speed,bench,postgres
 ifneq ($(ENGINE),none)
   EXTRAS := $(EXTRAS),engine
 endif
@@ -33,7 +33,7 @@ JS := clients/js
 JS_STAMP := $(JS)/node_modules/.package-lock.json
 APT_GET := $(if $(filter 0,$(shell id -u)),,sudo )apt-get
 
-.PHONY: serve test lint typecheck venv schema clean web chromium js-test
+.PHONY: serve test lint typecheck venv schema clean web chromium js-test postgres
 
 venv: $(STAMP)
 
@@ -78,7 +78,12 @@ js-test: $(STAMP) $(JS_STAMP)
 	node $(JS)/scripts/gen-types.mjs --check
 	cd $(JS) && FABLECAST_PYTHON=$(abspath $(BIN)/python) npm test --silent
 
-test: $(STAMP) $(JS_STAMP) chromium lint typecheck js-test
+# The store tests start their own PostgreSQL with Debian's initdb/pg_ctl (never the
+# machine's server): install the package when its binaries are missing.
+postgres:
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { $(APT_GET) update -q && DEBIAN_FRONTEND=noninteractive $(APT_GET) install -y -q postgresql; }
+
+test: $(STAMP) $(JS_STAMP) chromium postgres lint typecheck js-test
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 schema: $(STAMP)

@@ -34,6 +34,8 @@ class ErrorCode(StrEnum):
     REJECTED = "rejected"
     #: The server failed while handling the message; nothing was applied.
     INTERNAL = "internal"
+    #: A rewind or fork names a beat the room has not committed (HTTP API, docs/store.md).
+    UNKNOWN_BEAT = "unknown_beat"
 
 
 class CloseCode(IntEnum):

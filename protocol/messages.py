@@ -276,6 +276,21 @@ class Why(RoomFrame, tag="why", kw_only=True):
     lore: list[str] = []
 
 
+class Rewind(RoomFrame, tag="rewind", kw_only=True):
+    """The story was rewound to beat ``beat``: replace the story with ``story``.
+
+    ``story`` is the story now (its last beats, as in a snapshot; ``truncated``
+    when older ones are left out). The beats that followed ``beat`` are kept in
+    the transcript as branch ``branch``. What comes next follows as usual frames
+    (``phase``, then a ``ballot`` for beat ``beat``).
+    """
+
+    beat: int
+    branch: int
+    story: list[StoryBeat]
+    truncated: bool = False
+
+
 # ---- messages for one viewer: no seq
 
 
@@ -356,6 +371,7 @@ RoomMessage = (
     | Narrator
     | Cue
     | Why
+    | Rewind
 )
 ServerMessage = RoomMessage | Welcome | Snapshot | Error | VoteAck | Pong
 
@@ -374,4 +390,5 @@ ROOM_FRAME_TYPES: Final = (
     Narrator,
     Cue,
     Why,
+    Rewind,
 )

@@ -12,6 +12,7 @@ from typing import Any
 
 from fablecast.server.config import Config, ConfigError, apply_story, load_config
 from fablecast.server.node import Node
+from fablecast.server.store import StoreError
 
 log = logging.getLogger("fablecast")
 
@@ -31,6 +32,11 @@ def register(sub: Any) -> None:
     p.add_argument("--host", help="listen address (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="listen port (default 8765; 0 picks a free one)")
     p.add_argument("--tick-ms", type=int, help="coalescing tick in ms (default 50)")
+    p.add_argument("--data-dir", help="folder of the event log (default ./data; docs/store.md)")
+    p.add_argument("--store", help="event log URL: an SQLite path or postgresql://...")
+    p.add_argument(
+        "--no-store", action="store_true", help="no event log: a restart loses every story"
+    )
     p.add_argument("--no-uvloop", action="store_true", help="use asyncio's default event loop")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
     p.set_defaults(func=run)
@@ -48,6 +54,12 @@ def configure(args: argparse.Namespace) -> Config:
         s.tick_ms = args.tick_ms
     if args.no_uvloop:
         s.uvloop = False
+    if args.data_dir is not None:
+        config.store.data_dir = args.data_dir
+    if args.store is not None:
+        config.store.url = args.store
+    if args.no_store:
+        config.store.enabled = False
     if args.engine is not None:
         config.engine.kind = args.engine
     if args.model is not None:
@@ -68,6 +80,8 @@ async def serve(config: Config) -> None:
     print(f"Fablecast serving on http://{base}  (engine: {node.engine.name}, {node.engine.model})")
     print(f"  health:  http://{base}/healthz   ready: http://{base}/readyz   metrics: /metrics")
     print(f"  home:    http://{base}/")
+    if node.archive is not None:
+        print(f"  event log: {node.archive.log.where}  (transcripts: /api/rooms/<room>/transcript)")
     for name in node.rooms:
         pages = f"http://{base}/watch/{name}   overlay: /overlay/{name}   vr: /vr/{name}"
         print(f"  room {name}:  {pages}")
@@ -107,6 +121,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             runner.run(serve(config))
+    except StoreError as exc:  # corrupt, foreign or newer database; PostgreSQL unreachable
+        print(f"fablecast serve: event log: {exc}", file=sys.stderr)
+        return 3
     except (OSError, ValueError) as exc:
         print(f"fablecast serve: {exc}", file=sys.stderr)
         return 1

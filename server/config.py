@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
@@ -106,6 +106,25 @@ class RoomConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         return RoomSettings(**{name: getattr(self, name) for name in shared})
 
 
+class StoreConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The event log (docs/store.md): on by default, an SQLite file under ``data_dir``."""
+
+    #: False: nothing is logged, a restart loses every story (tests, benchmarks).
+    enabled: bool = True
+    #: Empty: ``<data_dir>/fablecast.sqlite3``. Else an SQLite path (relative to
+    #: ``data_dir``), ``sqlite:///abs/path``, or ``postgresql://user@host/db``.
+    url: str = ""
+    data_dir: str = "data"
+    #: SQLite's ``synchronous``: ``full`` survives power loss, ``normal`` only a crash.
+    synchronous: Literal["off", "normal", "full", "extra"] = "full"
+    #: Rooms with no event for this many days are deleted at start and daily; 0 keeps all.
+    retention_days: Annotated[float, Meta(ge=0)] = 0.0
+    #: Events queued for writing before appends are refused (the rooms pause).
+    queue_max: PosInt = 10_000
+    #: Events per transaction at most.
+    batch_max: PosInt = 256
+
+
 def _default_rooms() -> list[RoomConfig]:
     # As ``apply_story`` leaves it, so the defaults equal an empty config file.
     return [RoomConfig(name="demo", story="lantern_market", narration_tokens=110)]
@@ -138,6 +157,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     engine: EngineConfig = msgspec.field(default_factory=EngineConfig)
     rooms: list[RoomConfig] = msgspec.field(default_factory=_default_rooms)
+    store: StoreConfig = msgspec.field(default_factory=StoreConfig)
 
 
 class ConfigError(ValueError):

@@ -7,16 +7,18 @@ handshake goes on (426 without an Upgrade header).
 
 Routes are ``(pattern, handler)``: a pattern is a path with ``{name}``
 segments (``/api/rooms/{room}/transcript``); the handler gets the request and
-the matched segments. Only GET and HEAD are routed (405 otherwise); HEAD is
-answered as GET without the body. The pages and their files are routes too
+the matched segments. Only GET and HEAD are routed (405 otherwise), except
+coroutine routes (``add_async``) that name their methods; HEAD is answered as
+GET without the body. The pages and their files are routes too
 (``fablecast.server.pages``).
 """
 
 from __future__ import annotations
 
 import http
+import inspect
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
@@ -40,6 +42,8 @@ class HttpRequest:
     query: Mapping[str, list[str]]
     headers: Headers
     params: Mapping[str, str]
+    #: The client's IP address (None when unknown).
+    remote: str | None = None
 
     def arg(self, name: str, default: str | None = None) -> str | None:
         """The first value of query parameter ``name``."""
@@ -48,12 +52,15 @@ class HttpRequest:
 
 
 Handler = Callable[[HttpRequest], Response]
+#: A handler that must await (the event log): routed with ``add_async``.
+AsyncHandler = Callable[[HttpRequest], Awaitable[Response]]
 
 
 @dataclass(frozen=True, slots=True)
 class _Route:
     regex: re.Pattern[str]
-    handler: Handler
+    handler: Handler | AsyncHandler
+    methods: tuple[str, ...] = ("GET", "HEAD")
 
 
 class Router:
@@ -69,7 +76,17 @@ class Router:
         regex = _SEGMENT.sub(lambda mt: f"(?P<{mt.group(1)}>{_SEGMENT_CHARS})", regex)
         self._routes.append(_Route(re.compile(regex), handler))
 
-    def __call__(self, connection: ServerConnection, request: Request) -> Response | None:
+    def add_async(
+        self, pattern: str, handler: AsyncHandler, methods: tuple[str, ...] = ("GET", "HEAD")
+    ) -> None:
+        """Route ``pattern`` to a coroutine handler, for ``methods`` (a POST has no body:
+        websockets reads none; arguments go in the query string)."""
+        self.add(pattern, handler)  # type: ignore[arg-type]
+        self._routes[-1] = _Route(self._routes[-1].regex, handler, methods)
+
+    def __call__(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | Awaitable[Response] | None:
         """websockets' ``process_request``: answer, or None to go on with the handshake."""
         parts = urlsplit(request.path)
         if self._ws.fullmatch(parts.path) or parts.path.startswith("/rooms/"):
@@ -79,18 +96,34 @@ class Router:
             match = route.regex.fullmatch(parts.path)
             if match is None:
                 continue
-            if method not in ("GET", "HEAD"):
+            if method not in route.methods:
                 resp = text_response(http.HTTPStatus.METHOD_NOT_ALLOWED, "method not allowed\n")
-                resp.headers["Allow"] = "GET, HEAD"
+                resp.headers["Allow"] = ", ".join(route.methods)
                 return resp
+            peer = getattr(connection, "remote_address", None)
             req = HttpRequest(
-                method, parts.path, parse_qs(parts.query), request.headers, match.groupdict()
+                method,
+                parts.path,
+                parse_qs(parts.query),
+                request.headers,
+                match.groupdict(),
+                remote=str(peer[0]) if peer else None,
             )
-            resp = route.handler(req)
+            out = route.handler(req)
+            if inspect.isawaitable(out):
+                return _awaited(out, method)
+            resp = out
             if method == "HEAD":
                 resp = Response(resp.status_code, resp.reason_phrase, resp.headers, b"")
             return resp
         return text_response(http.HTTPStatus.NOT_FOUND, "not found\n")
+
+
+async def _awaited(out: Awaitable[Response], method: str) -> Response:
+    resp = await out
+    if method == "HEAD":
+        resp = Response(resp.status_code, resp.reason_phrase, resp.headers, b"")
+    return resp
 
 
 def response(

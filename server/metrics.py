@@ -68,6 +68,21 @@ class Metrics:
             registry=r,
         )
 
+        # The event log (server/store); read from its writer at scrape time.
+        self.store_committed = Gauge(
+            "fablecast_store_events_committed",
+            "Events made durable in the event log since start",
+            registry=r,
+        )
+        self.store_backlog = Gauge(
+            "fablecast_store_backlog", "Events waiting to be written to the event log", registry=r
+        )
+        self.store_down = Gauge(
+            "fablecast_store_down",
+            "1 while the event log fails to write (rooms wait at their next story frame)",
+            registry=r,
+        )
+
     def render(self) -> bytes:
         """The Prometheus text exposition."""
         return generate_latest(self.registry)

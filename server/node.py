@@ -9,9 +9,10 @@ away) so they resume elsewhere, then rooms and engine requests are stopped and
 the engine released.
 
 The node has one clock (``clock``, wall time): rooms' timers, vote windows and
-snapshots read it. Where later parts plug in: access control (tokens, Origin)
-in ``ws.Admission``, the event-log store around the registry, a broker between
-the streams of several nodes.
+snapshots read it. The event log (``fablecast.server.store``, on by default)
+restores rooms before they open, and saves their streams at ``stop()``. Where
+later parts plug in: access control (tokens, Origin) in ``ws.Admission``, a
+broker between the streams of several nodes.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ from fablecast.server.metrics import Metrics
 from fablecast.server.room.runner import RoomRunner
 from fablecast.server.rooms import RoomRegistry
 from fablecast.server.session import close_soon
+from fablecast.server.store.archive import Archive
+from fablecast.server.store.routes import StoreRoutes
 from fablecast.server.ws import ROOM_PATH, Admission, select_subprotocol
 
 log = logging.getLogger(__name__)
@@ -84,6 +87,8 @@ class Node:
             ),
         )
         self.admission = Admission(s, self.rooms, self.metrics, self.keepalive, clock)
+        #: The event log (None when ``[store] enabled = false``): restore, transcripts, rewind.
+        self.archive = Archive(self.config.store) if self.config.store.enabled else None
         self.http = Router(ROOM_PATH)
         self._routes()
         self._server: Server | None = None
@@ -95,8 +100,11 @@ class Node:
     async def start(self) -> None:
         """Open the configured rooms, listen, and warm the engine up in the background."""
         s = self.config.server
-        for rc in self.config.rooms:
-            self.open_room(rc)
+        if self.archive is not None:
+            await self._open_logged_rooms()  # StoreError: no start (docs/store.md)
+        else:
+            for rc in self.config.rooms:
+                self.open_room(rc)
         self._server = await serve(
             self.admission.handle,
             s.host,
@@ -131,6 +139,8 @@ class Node:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.rooms.close_all()
+        if self.archive is not None and self.archive.writer is not None:
+            await self.archive.close(self.rooms.values())
         if self.owns_engine:
             with contextlib.suppress(Exception):
                 await self.engine.close()
@@ -148,6 +158,39 @@ class Node:
     def open_room(self, rc: RoomConfig) -> RoomRunner:
         """Create and start a room from its config (``RoomError`` if it cannot be)."""
         return self.rooms.open(rc)
+
+    async def open_room_logged(self, rc: RoomConfig) -> RoomRunner:
+        """Open a room through the event log: restored at its last committed beat, or logged new."""
+        if self.archive is None:
+            return self.open_room(rc)
+        runner = self.rooms.open(rc, start=False)
+        try:
+            await self.archive.prepare(runner, rc)
+        except BaseException:
+            self.rooms.discard(rc.name)
+            raise
+        runner.start(engine_ready=self.rooms.engine_ready)
+        return runner
+
+    async def _open_logged_rooms(self) -> None:
+        """Open the event log, then every configured room and fork, restored from it."""
+        assert self.archive is not None
+        await self.archive.open(on_status=self._store_status)
+        writer = self.rooms.journal = self.archive.writer
+        assert writer is not None
+        self.metrics.store_committed.set_function(lambda: writer.committed)
+        self.metrics.store_backlog.set_function(lambda: writer.backlog)
+        self.metrics.store_down.set_function(lambda: 0 if writer.down is None else 1)
+        configured = {rc.name for rc in self.config.rooms}
+        for rc in self.config.rooms:
+            await self.open_room_logged(rc)
+        for name in await self.archive.forks():  # rooms made at run time
+            if name not in configured and len(self.rooms) < self.config.server.max_rooms:
+                await self.open_room_logged(await self.archive.stored_config(name))
+
+    def _store_status(self, reason: str | None) -> None:
+        for runner in self.rooms.values():
+            runner.store_status(reason)
 
     # ------------------------------------------------------------------ background tasks
 
@@ -210,6 +253,7 @@ class Node:
         r.add("/healthz", lambda req: text_response(http.HTTPStatus.OK, "ok\n"))
         r.add("/readyz", self._readyz)
         r.add("/metrics", self._metrics)
+        StoreRoutes(self).add_to(r)  # transcripts, rewind, fork (docs/store.md)
         # The web pages, /api/rooms, and / (home page for browsers, else _index): server/pages.py.
         web_root = self.config.server.web_root
         pages.install(

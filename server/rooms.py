@@ -5,9 +5,10 @@ stream and local fan-out. The registry is also where the scheduler's per-room
 narrator status and the rooms' audience sizes meet: the scheduler reports to
 ``narrator_status``, sessions report joins and leaves through ``audience_changed``.
 
-Where later parts plug in: an event-log store restores rooms before ``open``
-returns and appends what each room commits; a broker makes a room owned by one
-node of several.
+The event log (``fablecast.server.store``) opens rooms with ``start=False``,
+restores them, then starts them; ``journal`` is its writer, handed to every
+runner so rooms append what they commit. Where later parts plug in: a broker
+makes a room owned by one node of several.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from fablecast.server.metrics import Metrics
 from fablecast.server.room import effects as fx
 from fablecast.server.room.runner import RoomRunner
 from fablecast.server.room.state import Room
+from fablecast.server.store.writer import StoreWriter
 from fablecast.server.stream import RoomStream
 
 
@@ -55,6 +57,8 @@ class RoomRegistry:
         self.engine_ready = False
         self._rooms: dict[str, RoomRunner] = {}
         self._configs: dict[str, RoomConfig] = {}
+        #: The event log's writer: rooms append what they commit (None: no log).
+        self.journal: StoreWriter | None = None
 
     # ------------------------------------------------------------------ mapping
 
@@ -84,8 +88,12 @@ class RoomRegistry:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def open(self, rc: RoomConfig) -> RoomRunner:
-        """Create and start a room from its config; ``RoomError`` if it cannot be."""
+    def open(self, rc: RoomConfig, *, start: bool = True) -> RoomRunner:
+        """Create and start a room from its config; ``RoomError`` if it cannot be.
+
+        ``start=False`` leaves it unstarted (the event log restores it first,
+        then ``runner.start()``; ``discard`` if that fails).
+        """
         if rc.name in self._rooms:
             raise RoomError(f"room {rc.name!r} already exists")
         if len(self._rooms) >= self.config.max_rooms:
@@ -108,12 +116,20 @@ class RoomRegistry:
             spec=_spec(rc),
             metrics=self.metrics,
             clock=clock,
+            journal=self.journal,
         )
         self._rooms[rc.name] = runner
         self._configs[rc.name] = rc
         self.metrics.rooms.set(len(self._rooms))
-        runner.start(engine_ready=self.engine_ready)
+        if start:
+            runner.start(engine_ready=self.engine_ready)
         return runner
+
+    def discard(self, name: str) -> None:
+        """Forget a room that never started (its restore failed)."""
+        self._rooms.pop(name, None)
+        self._configs.pop(name, None)
+        self.metrics.rooms.set(len(self._rooms))
 
     async def close_all(self) -> None:
         """Stop every room's timers and engine requests (a failure in one stops no other)."""

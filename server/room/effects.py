@@ -126,6 +126,19 @@ class NarratorStatus:
     message: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class Rewound:
+    """The story was rewound: ``story`` ends at beat ``beats_told`` (the log holds the rest).
+
+    ``story`` is a tuple of ``state.CommittedBeat`` (the last ones, at least the
+    room's story memory); ``branch`` names the set-aside beats.
+    """
+
+    story: tuple[object, ...]
+    beats_told: int
+    branch: int
+
+
 Event = (
     Start
     | EngineReady
@@ -139,6 +152,7 @@ Event = (
     | EngineFailed
     | TimerFired
     | NarratorStatus
+    | Rewound
 )
 
 # --------------------------------------------------------------------------- effects

@@ -16,6 +16,8 @@ Rules of the beat loop::
 - ``paused`` has a reason: ``empty`` (nobody is watching; resumes on join),
   ``engine`` (the engine failed or stalled; resumes on the retry timer),
   ``busy`` (the engine's queue was full; retried the same way) or ``starting``.
+- A rewind (the event log's, ``server/store``) goes through ``paused`` from any
+  phase, then resumes at once: a ballot for the beat rewound to.
 - Viewer events (join, leave, react) are accepted in every phase; ``vote``
   only in ``voting``.
 """
@@ -44,24 +46,29 @@ class Step(StrEnum):
     ENGINE_FAILED = "engine_failed"
     EMPTY = "empty"
     RESUME = "resume"
+    REWIND = "rewind"
 
 
 #: {phase: {step: next phase}}. A step not listed for a phase is a bug in the core.
 TRANSITIONS: Final[dict[Phase, dict[Step, Phase]]] = {
     Phase.NARRATING: {
+        Step.REWIND: Phase.PAUSED,
         Step.BALLOT_OPENED: Phase.VOTING,
         Step.ENGINE_FAILED: Phase.PAUSED,
     },
     Phase.VOTING: {
+        Step.REWIND: Phase.PAUSED,
         Step.WINDOW_CLOSED: Phase.RESOLVING,
     },
     Phase.RESOLVING: {
+        Step.REWIND: Phase.PAUSED,
         Step.REVEAL_DONE: Phase.NARRATING,
         Step.EMPTY: Phase.PAUSED,
     },
     Phase.PAUSED: {
         Step.RESUME: Phase.NARRATING,
         Step.ENGINE_FAILED: Phase.PAUSED,
+        Step.REWIND: Phase.PAUSED,
     },
 }
 

@@ -4,6 +4,15 @@ It feeds events to the pure ``Room`` and carries out the effects it returns:
 frames to the room's stream, replies to the session that caused them, engine
 requests to the narrator (one task at a time), timers to the event loop; and on
 the node's tick, ``flush`` hands the stream's stamped frames to the fan-out.
+
+With an event log (``journal``), the frames that make the story (``beat_end``
+with its why record, ``cue``, ``ballot``, ``vote_result``) are durable before
+anyone sees them: the runner appends the event and holds that frame and every
+effect after it, in order, until the log acknowledges it (one SQLite commit, a
+few ms; a 50 ms tick hides it). So a beat a viewer saw committed is never lost
+in a crash, and a room whose log is down waits visibly instead of telling a
+story it cannot keep.
+Replies and ``narrator`` status frames pass the hold (they carry no story).
 """
 
 from __future__ import annotations
@@ -13,6 +22,8 @@ import logging
 import time
 from collections.abc import Callable
 from typing import Protocol
+
+import msgspec
 
 from fablecast.inference.narrator import NarrationStats, Narrator
 from fablecast.inference.prompts import NarrationContext, StorySpec, story_spec
@@ -26,6 +37,7 @@ from fablecast.server.metrics import Metrics
 from fablecast.server.room import effects as fx
 from fablecast.server.room.mood import MoodSnapshot
 from fablecast.server.room.state import Room, RoomSettings
+from fablecast.server.store.writer import StoreBacklog, StoreWriter
 from fablecast.server.stream import RoomStream
 
 log = logging.getLogger(__name__)
@@ -52,6 +64,7 @@ class RoomRunner:
         spec: StorySpec,
         metrics: Metrics,
         clock: Callable[[], float] = time.time,
+        journal: StoreWriter | None = None,
     ) -> None:
         self.room = room
         self.stream = stream
@@ -70,6 +83,9 @@ class RoomRunner:
         self._task_request = 0
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._closed = False
+        self.journal = journal
+        #: Effects waiting for the log to acknowledge the first one (None: not holding).
+        self._held: list[tuple[fx.Effect, Origin | None]] | None = None
 
     @property
     def name(self) -> str:
@@ -122,6 +138,105 @@ class RoomRunner:
             self._apply(effect, origin)
 
     def _apply(self, effect: fx.Effect, origin: Origin | None) -> None:
+        if self._held is not None and not _passes_hold(effect):
+            self._held.append((effect, origin))
+            return
+        if self.journal is not None and isinstance(effect, fx.Publish):
+            record = self._record(effect.frame)
+            if record is not None:
+                self._held = [(effect, origin)]
+                self._persist(*record)
+                return
+        self._do(effect, origin)
+
+    # ------------------------------------------------------------------ the event log
+
+    def _record(self, frame: m.RoomMessage) -> tuple[str, dict[str, object]] | None:
+        """The log event a frame stands for (None: not part of the story)."""
+        if isinstance(frame, m.BeatEnd):
+            last = self.room.story[-1]
+            data: dict[str, object] = msgspec.to_builtins(last)  # opaque: new fields flow
+            mood = self.room.mood.read(self.clock())
+            # Only the aggregate mood; never a viewer's single reaction (docs/store.md).
+            data["mood"] = {
+                "valence": round(mood.valence, 3),
+                "arousal": round(mood.arousal, 3),
+                "intensity": round(mood.intensity, 3),
+            }
+            whys = self.room.whys
+            if whys and whys[-1].beat == frame.beat:  # the beat's why record, as the room made it
+                why = msgspec.to_builtins(whys[-1])
+                for key in ("type", "epoch", "seq"):
+                    why.pop(key, None)
+                data["why"] = why
+            return "beat", data
+        if isinstance(frame, m.Cue):
+            data = msgspec.to_builtins(frame)
+            for key in ("type", "epoch", "seq"):
+                data.pop(key, None)
+            return "cue", data
+        if isinstance(frame, m.Ballot):
+            return "ballot", {
+                "window": frame.window,
+                "beat": frame.beat,
+                "options": [o.text for o in frame.options],
+            }
+        if isinstance(frame, m.VoteResult):
+            data = msgspec.to_builtins(frame)
+            for key in ("type", "epoch", "seq"):
+                data.pop(key, None)
+            return "result", data
+        return None
+
+    def _persist(self, kind: str, data: dict[str, object]) -> None:
+        assert self.journal is not None
+        if self._closed:
+            return
+        try:
+            fut = self.journal.append(self.name, kind, data)
+        except StoreBacklog as exc:
+            log.warning("room %s waits for the event log: %s", self.name, exc)
+            asyncio.get_running_loop().call_later(0.5, self._persist, kind, data)
+            return
+        fut.add_done_callback(self._durable)
+
+    def _durable(self, fut: asyncio.Future[int]) -> None:
+        if self._closed or fut.cancelled() or self._held is None:
+            return
+        held, self._held = self._held, None
+        (first, origin), rest = held[0], held[1:]
+        self._do(first, origin)
+        for effect, o in rest:  # in order; a later story frame holds again
+            self._apply(effect, o)
+
+    def store_status(self, reason: str | None) -> None:
+        """Show the audience that the log is down (the story waits) or back. Passes the hold."""
+        if reason is None:
+            frame = m.Narrator(state=self.room.narrator, message="event log back")
+        else:
+            frame = m.Narrator(
+                state="down",
+                message=f"event log unavailable: {reason}; the story waits, nothing is lost",
+            )
+        self.stream.publish(frame)
+
+    def release_held(self) -> None:
+        """At a clean stop, once the log is drained: put held frames in the stream, in order.
+
+        Only what goes to the stream; engine requests and timers are dropped (the
+        room is closed, the restarted node resumes from the log).
+        """
+        held, self._held = self._held or [], None
+        for effect, _ in held:
+            if isinstance(effect, fx.Publish | fx.AppendText | fx.MarkDirty):
+                self._do(effect, None)
+
+    @property
+    def holding(self) -> bool:
+        """Whether effects wait for the event log."""
+        return self._held is not None
+
+    def _do(self, effect: fx.Effect, origin: Origin | None) -> None:
         ch = self.stream
         match effect:
             case fx.Publish(frame):
@@ -260,3 +375,10 @@ class RoomRunner:
         log.warning("room %s: engine request %d failed: %s", self.name, request, exc)
         reason = str(exc) or type(exc).__name__
         self.dispatch(fx.EngineFailed(request, reason, stalled=stalled, busy=busy))
+
+
+def _passes_hold(effect: fx.Effect) -> bool:
+    """Effects that carry no story and may overtake held ones: replies, narrator status."""
+    if isinstance(effect, fx.Reply):
+        return True
+    return isinstance(effect, fx.Publish) and isinstance(effect.frame, m.Narrator)

@@ -114,12 +114,18 @@ class Room:
     _retry_stage: str = "narration"
     _buckets: dict[str, _Bucket] = field(default_factory=dict)
     _started: bool = False
+    #: False from a ``Start(engine_ready=False)`` until ``EngineReady``.
+    _engine_ready: bool = True
     #: Why records of the last committed beats (as many as ``story``).
     whys: list[m.Why] = field(default_factory=list)
     _beat_mood: MoodSnapshot | None = None
     #: The scene cue of the last committed beat (for snapshots).
     cue: m.Cue | None = None
     _last_ballot: tuple[str, ...] = ()
+    #: How narration (re)starts: "narrate" beat beats_told + 1, write the "choices"
+    #: for the last beat, or reopen a "ballot" of ``_resume_options`` (``restore``).
+    _resume_with: str = "narrate"
+    _resume_options: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.mood.half_life_s = self.settings.mood_half_life_s
@@ -203,6 +209,45 @@ class Room:
         """Whether the current phase accepts a client message of this type."""
         return message_type in ACCEPTS[self.phase]
 
+    def restore(
+        self,
+        story: list[CommittedBeat],
+        beats_told: int,
+        *,
+        choice: str | None = None,
+        resume: str = "narrate",
+        options: tuple[str, ...] = (),
+        windows: int = 0,
+        result: WindowResult | None = None,
+        result_options: tuple[str, ...] = (),
+    ) -> None:
+        """Put a room that has not started at its last committed beat (the event log's fold).
+
+        ``story`` ends with beat ``beats_told`` (older beats may be left out).
+        When it starts (or its first viewer comes), it does what ``resume`` says:
+        retell beat ``beats_told + 1`` driven by ``choice`` (``narrate``), ask the
+        engine for the last beat's ballot (``choices``), or reopen a ballot of
+        ``options`` with no votes (``ballot``: single votes are not logged).
+        ``windows`` is the last vote window id used: new windows are numbered
+        after it, so a vote for a window of before the restart cannot pass.
+        ``result`` and ``result_options``: the vote that chose ``choice`` (the
+        retold beat's why record names it).
+        """
+        if resume not in ("narrate", "choices", "ballot"):
+            raise ValueError(f"resume must be narrate, choices or ballot, not {resume!r}")
+        if resume != "narrate" and not story:
+            raise ValueError(f"resume={resume!r} needs a committed beat")
+        keep = self.story_memory
+        self.story = list(story[-keep:])
+        self.beats_forgotten = beats_told - len(self.story)
+        self.choice = choice
+        self._resume_with = resume
+        self._resume_options = tuple(options)
+        self._windows = max(self._windows, windows)
+        if result is not None:
+            self.last_result = result
+            self._last_ballot = tuple(result_options)
+
     # ------------------------------------------------------------------ dispatch
 
     def handle(self, event: fx.Event, now: float) -> list[fx.Effect]:
@@ -212,8 +257,10 @@ class Room:
             case fx.Start(engine_ready):
                 self._on_start(engine_ready, now, out)
             case fx.EngineReady():
-                if self.phase is Phase.PAUSED and self.reason == "starting":
-                    self._begin(now, out)
+                if not self._engine_ready:
+                    self._engine_ready = True
+                    if self._started:
+                        self._begin(now, out)
             case fx.ViewerJoined(participant):
                 self._on_join(participant, now, out)
             case fx.ViewerLeft(participant):
@@ -243,6 +290,8 @@ class Room:
                 if self._timers.get(timer) == token:
                     del self._timers[timer]
                     self._on_timer(timer, now, out)
+            case fx.Rewound():
+                self._on_rewound(event, now, out)
             case fx.NarratorStatus(state, message):
                 self._set_narrator(state, message, out)
         return out
@@ -284,21 +333,81 @@ class Room:
         if self._started:
             return
         self._started = True
+        self._engine_ready = engine_ready
         if not engine_ready:
-            # Nothing is asked of an engine that is still loading: no retry loop of
-            # failed beats for the first viewers, one "starting" state until it is ready.
-            self.reason = "starting"
-            out.append(fx.Publish(m.Phase(phase=self.phase.value, beat=0, reason="starting")))
+            self._wait_for_engine(out)
             return
         self._begin(now, out)
+
+    def _wait_for_engine(self, out: list[fx.Effect]) -> None:
+        # Nothing is asked of an engine that is still loading: no retry loop of
+        # failed beats for the first viewers, one "starting" state until it is ready.
+        self.reason = "starting"
+        out.append(fx.Publish(m.Phase(phase=self.phase.value, beat=self.beat, reason="starting")))
 
     def _begin(self, now: float, out: list[fx.Effect]) -> None:
         """The first beat, or a pause until someone watches."""
         if self.settings.pause_when_empty and not self.viewers:
             self.reason = "empty"
-            out.append(fx.Publish(m.Phase(phase=self.phase.value, beat=0, reason="empty")))
+            out.append(fx.Publish(m.Phase(phase=self.phase.value, beat=self.beat, reason="empty")))
             return
-        self._narrate(now, out, Step.RESUME)
+        self._resume(now, out)
+
+    def _resume(self, now: float, out: list[fx.Effect]) -> None:
+        """Leave ``paused`` the way ``restore`` (or a rewind) said; then narrate as usual."""
+        how, self._resume_with = self._resume_with, "narrate"
+        if how == "ballot" and len(self._resume_options) >= 2:
+            self._go(Step.RESUME, out)
+            self._on_choices(self._resume_options, now, out)
+        elif how in ("choices", "ballot") and self.story:
+            self._stage = "choices"
+            self._go(Step.RESUME, out)
+            self._request_choices(out)
+        else:
+            self._narrate(now, out, Step.RESUME)
+
+    def _on_rewound(self, event: fx.Rewound, now: float, out: list[fx.Effect]) -> None:
+        """Drop everything after the rewound-to beat; everyone sees it in one frame."""
+        if self._stage is not None:
+            out.append(fx.CancelRequest(self._request))
+        self._stage = None
+        self._timers.clear()  # armed timers become stale: their tokens no longer match
+        self.window = None
+        self.partial.clear()
+        self._failures = 0
+        # What belonged to the beats set aside goes with them.
+        self.whys = [w for w in self.whys if w.beat <= event.beats_told]
+        if self.cue is not None and self.cue.beat > event.beats_told:
+            self.cue = None
+        self.last_result, self._last_ballot = None, ()
+        story = [b for b in event.story if isinstance(b, CommittedBeat)]
+        self.restore(story, event.beats_told, resume="choices" if story else "narrate")
+        self._go(Step.REWIND, out, reason="rewind")
+        keep = self.settings.snapshot_beats
+        out.append(
+            fx.Publish(
+                m.Rewind(
+                    beat=event.beats_told,
+                    branch=event.branch,
+                    story=[
+                        m.StoryBeat(beat=b.beat, text=b.text, choice=b.choice)
+                        for b in self.story[-keep:]
+                    ],
+                    truncated=self.beats_told > keep,
+                )
+            )
+        )
+        out.append(fx.MarkDirty("tally"))
+        if not self._started:
+            return
+        if not self._engine_ready:
+            self._wait_for_engine(out)
+            return
+        if self.settings.pause_when_empty and not self.viewers:
+            self.reason = "empty"
+            out.append(fx.Publish(m.Phase(phase=self.phase.value, beat=self.beat, reason="empty")))
+            return
+        self._resume(now, out)
 
     def _on_join(self, participant: str, now: float, out: list[fx.Effect]) -> None:
         count = self.viewers.get(participant, 0)
@@ -306,7 +415,7 @@ class Room:
         if count == 0:
             out.append(fx.MarkDirty("presence"))
         if self._started and self.phase is Phase.PAUSED and self.reason == "empty":
-            self._narrate(now, out, Step.RESUME)
+            self._resume(now, out)
 
     def _on_leave(self, participant: str, out: list[fx.Effect]) -> None:
         count = self.viewers.get(participant, 0)

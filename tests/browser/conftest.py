@@ -17,7 +17,7 @@ import pytest
 
 from fablecast.browser import CHROMIUM_ARGS, ChromiumMissing, NodeThread, ensure_chromium
 from fablecast.inference.backends.scripted import ScriptedEngine
-from fablecast.server.config import Config, EngineConfig, RoomConfig, ServerConfig
+from fablecast.server.config import Config, EngineConfig, RoomConfig, ServerConfig, StoreConfig
 from tests.support import scaled
 
 __all__ = ["AXE", "NodeThread"]
@@ -42,6 +42,7 @@ def browser_config(vote_s: float = 3.0) -> Config:
             ),
             RoomConfig(name="second", title="The Glass Orchard", pause_when_empty=True),
         ],
+        store=StoreConfig(enabled=False),  # fresh rooms every run (no event log)
     )
 
 

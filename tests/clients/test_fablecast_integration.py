@@ -12,7 +12,7 @@ pytest.importorskip("fablecast.server.node")
 
 from fablecast.client.connection import Backoff, ConnectError, FablecastClient, FablecastClosed
 from fablecast.protocol.messages import ROOM_FRAME_TYPES, ServerMessage, Snapshot, Welcome
-from fablecast.server.config import Config, EngineConfig, RoomConfig, ServerConfig
+from fablecast.server.config import Config, EngineConfig, RoomConfig, ServerConfig, StoreConfig
 from fablecast.server.node import Node
 from tests.clients.sdk_support import timeout
 from tests.clients.test_fablecast_commands import finish, read_json_until, start_cli
@@ -31,6 +31,8 @@ def config(port: int = 0, vote_s: float = 0.3) -> Config:
             kind="scripted", options={"tokens_per_s": 200.0, "first_token_s": 0.01}
         ),
         rooms=[RoomConfig(name=ROOM, vote_s=vote_s, reveal_s=0.1, narration_tokens=20)],
+        # No event log: a restart is a new epoch (the log's restarts: tests/integration).
+        store=StoreConfig(enabled=False),
     )
 
 

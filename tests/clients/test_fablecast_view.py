@@ -16,6 +16,7 @@ from fablecast.protocol.messages import (
     Phase,
     Pong,
     Presence,
+    Rewind,
     StoryBeat,
     Tally,
     VoteAck,
@@ -112,6 +113,17 @@ def test_a_repeated_beat_end_replaces_rather_than_duplicates(view: StoryView) ->
     view.apply(BeatEnd(epoch="e1", seq=1, beat=1, text="one"))
     view.apply(BeatEnd(epoch="e1", seq=2, beat=1, text="one, corrected"))
     assert [b.text for b in view.story] == ["one, corrected"]
+
+
+def test_a_rewind_replaces_the_story_and_closes_what_was_open(view: StoryView) -> None:
+    view.apply(BeatEnd(epoch="e1", seq=1, beat=1, text="one"))
+    view.apply(BeatEnd(epoch="e1", seq=2, beat=2, text="two"))
+    view.apply(ballot(seq=3))
+    view.apply(token(4, "three...", beat=3))
+    view.apply(Rewind(epoch="e1", seq=5, beat=1, branch=1, story=[StoryBeat(beat=1, text="one")]))
+    assert view.story == [StoryBeat(beat=1, text="one")] and view.beat == 1
+    assert view.ballot is None and view.partial == "" and view.current_beat is None
+    assert view.seq == 5 and view.text == "one"
 
 
 def test_beat_start_clears_partial_text(view: StoryView) -> None:

@@ -13,7 +13,7 @@ from websockets.asyncio.client import ClientConnection
 
 from fablecast.protocol import messages as m
 from fablecast.protocol.codec import CODECS, Codec
-from fablecast.server.config import Config, EngineConfig, RoomConfig, ServerConfig
+from fablecast.server.config import Config, EngineConfig, RoomConfig, ServerConfig, StoreConfig
 from fablecast.server.node import Node
 from tests.support import scaled
 
@@ -31,6 +31,8 @@ def make_config(server: dict[str, Any] | None = None, **room: Any) -> Config:
         server=ServerConfig(**{"port": 0, "tick_ms": 20, **(server or {})}),
         engine=EngineConfig(kind="scripted", stall_timeout_s=0.5),
         rooms=[RoomConfig(name="demo", **{**FAST_ROOM, **room})],
+        # No event log unless a test asks for one (tests/integration/test_store.py).
+        store=StoreConfig(enabled=False),
     )
 
 

@@ -103,6 +103,7 @@ ROOM_SAMPLES: list[m.RoomMessage] = [
         tone="calm",
         state=m.StoryState(location="the docks"),
     ),
+    m.Rewind(epoch="e", seq=19, beat=1, branch=1, story=[m.StoryBeat(beat=1, text="One.")]),
 ]
 
 PERSONAL_SAMPLES: list[m.ServerMessage] = [

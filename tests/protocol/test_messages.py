@@ -29,7 +29,7 @@ def test_client_union_tags() -> None:
 
 def test_server_union_tags_are_unique_and_typed() -> None:
     tags = [_tag(c) for c in SERVER_TYPES]
-    assert len(tags) == len(set(tags)) == 18
+    assert len(tags) == len(set(tags)) == 19
     assert all(c.__struct_config__.tag_field == "type" for c in SERVER_TYPES)
     assert not set(tags) & {_tag(c) for c in CLIENT_TYPES}
 

@@ -52,7 +52,15 @@ def start_serve(*args: str) -> tuple[subprocess.Popen[str], list[str]]:
 def test_serve_prints_urls_serves_and_drains_on_sigterm(tmp_path: Path) -> None:
     config = tmp_path / "node.toml"
     config.write_text('[[rooms]]\nname = "lobby"\ntitle = "Test"\n')
-    proc, lines = start_serve("--config", str(config), "--no-uvloop", "--log-level", "WARNING")
+    proc, lines = start_serve(
+        "--config",
+        str(config),
+        "--no-uvloop",
+        "--log-level",
+        "WARNING",
+        "--data-dir",
+        str(tmp_path / "data"),
+    )
     try:
         text = "".join(lines)
         match = re.search(r"http://127\.0\.0\.1:(\d+)", text)

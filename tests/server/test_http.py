@@ -66,3 +66,21 @@ def test_websocket_paths_go_on_to_the_handshake() -> None:
 def test_request_arg_default() -> None:
     req = HttpRequest("GET", "/", {}, Headers(), {})
     assert req.arg("x", "d") == "d"
+
+
+async def test_coroutine_routes_name_their_methods_and_see_the_peer() -> None:
+    async def handler(req: HttpRequest) -> Response:
+        return json_response({"method": req.method, "remote": req.remote, "beat": req.arg("beat")})
+
+    r = Router(WS)
+    r.add_async("/api/rooms/{room}/rewind", handler, ("POST",))
+
+    class Peer:
+        remote_address = ("127.0.0.1", 5555)
+
+    get = r(Peer(), Request("/api/rooms/demo/rewind", Headers(), method="GET"))  # type: ignore[arg-type]
+    assert isinstance(get, Response) and get.status_code == 405 and get.headers["Allow"] == "POST"
+    post = r(Peer(), Request("/api/rooms/demo/rewind?beat=2", Headers(), method="POST"))  # type: ignore[arg-type]
+    assert post is not None and not isinstance(post, Response)
+    resp = await post
+    assert resp.body == b'{"method":"POST","remote":"127.0.0.1","beat":"2"}\n'

@@ -23,6 +23,10 @@ ALLOWED = [
     (Phase.RESOLVING, Step.EMPTY, Phase.PAUSED),
     (Phase.PAUSED, Step.RESUME, Phase.NARRATING),
     (Phase.PAUSED, Step.ENGINE_FAILED, Phase.PAUSED),
+    (Phase.NARRATING, Step.REWIND, Phase.PAUSED),
+    (Phase.VOTING, Step.REWIND, Phase.PAUSED),
+    (Phase.RESOLVING, Step.REWIND, Phase.PAUSED),
+    (Phase.PAUSED, Step.REWIND, Phase.PAUSED),
 ]
 ALLOWED_PAIRS = {(p, s) for p, s, _ in ALLOWED}
 FORBIDDEN = [(p, s) for p, s in itertools.product(Phase, Step) if (p, s) not in ALLOWED_PAIRS]

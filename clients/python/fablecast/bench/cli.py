@@ -1,4 +1,5 @@
-"""``fablecast bench fanout|votes|soak|pages|engine|plots``: benchmarks (see docs/benchmarks.md).
+"""``fablecast bench fanout|votes|soak|pages|engine|store|plots``: benchmarks (see
+docs/benchmarks.md).
 
 Each command prints one JSON object on stdout (``--json``; a short human summary
 otherwise) and logs progress on stderr with ``-v``. Everything runs on 127.0.0.1.
@@ -64,6 +65,7 @@ def _fanout(args: argparse.Namespace) -> int:
         procs=args.procs,
         p99_bound_ms=args.p99_ms,
         retries=args.retries,
+        store=not args.no_store,
         log=_log(args),
     )
     _emit(
@@ -154,6 +156,24 @@ def _soak(args: argparse.Namespace) -> int:
     return 0
 
 
+def _store(args: argparse.Namespace) -> int:
+    from fablecast.bench.store import run_store_bench
+
+    backends = ("sqlite", "postgres") if args.backend == "all" else (args.backend,)
+    result = run_store_bench(
+        backends=backends,
+        events=args.events,
+        producers=args.producers,
+        serial=args.serial,
+        pg_url=args.pg_url,
+    )
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(json.dumps(result, indent=1))
+    return 0
+
+
 def _plots(args: argparse.Namespace) -> int:
     from fablecast.bench.plots import main as plots_main
 
@@ -189,6 +209,9 @@ def register(sub: SubParsers) -> None:
     p.add_argument("--step", type=float, default=3.0, help="measured seconds per step")
     p.add_argument("--p99-ms", type=float, default=100.0, help="latency bound of a sustained step")
     p.add_argument("--retries", type=int, default=2, help="re-measure a failed step (shared CPU)")
+    p.add_argument(
+        "--no-store", action="store_true", help="node without its event log (default: SQLite on)"
+    )
     p.set_defaults(func=_fanout)
 
     p = bench.add_parser("votes", help="sustained vote ingestion, tally latency, a 10k burst")
@@ -242,6 +265,15 @@ def register(sub: SubParsers) -> None:
     p.add_argument("--passes", type=int, default=2, help="alternating passes per path")
     p.add_argument("--json", action="store_true", help="print only the JSON object")
     p.set_defaults(func=_engine)
+
+    p = bench.add_parser("store", help="event log: events/s and commit latency, SQLite and PG")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--backend", choices=("all", "sqlite", "postgres"), default="all")
+    p.add_argument("--events", type=int, default=20_000, help="events of the throughput run")
+    p.add_argument("--producers", type=int, default=10, help="rooms appending at once")
+    p.add_argument("--serial", type=int, default=300, help="events appended one at a time")
+    p.add_argument("--pg-url", help="PostgreSQL to use (default: a throwaway local cluster)")
+    p.set_defaults(func=_store)
 
     p = bench.add_parser("plots", help="run the sweeps and draw docs/img/*.png")
     p.add_argument("--out", default="docs/img")

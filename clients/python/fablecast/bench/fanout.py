@@ -243,6 +243,7 @@ def run_fanout(
     beat_tokens: int = 4096,
     retries: int = 2,
     sides: tuple[str, ...] = ("raw", "fablecast"),
+    store: bool = True,
     log: Any = None,
 ) -> dict[str, Any]:
     """Run both sides, interleaved step by step, and build the report.
@@ -260,6 +261,8 @@ def run_fanout(
         "tokens_per_s": rates[0],
         "beat_tokens": beat_tokens,
         "rooms": rooms,
+        # The node's event log, on as by default (a fresh SQLite file per run).
+        "store": store,
     }
     runs = [_Side(name, opts) for name in sides]
     gens: list[Child] = []

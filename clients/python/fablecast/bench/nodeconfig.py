@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
 from typing import Any
 
 from fablecast.bench.engine import StampEngine
-from fablecast.server.config import Config, EngineConfig, RoomConfig, ServerConfig
+from fablecast.server.config import Config, EngineConfig, RoomConfig, ServerConfig, StoreConfig
 from fablecast.server.node import Node
 
 #: ServerConfig fields a bench may override through its options (``server`` dict).
@@ -17,7 +20,9 @@ def bench_config(opts: dict[str, Any]) -> Config:
     """The node config of a bench run.
 
     ``opts``: ``rooms`` (count, named ``bench0..``), ``tick_ms``, ``beat_tokens``
-    (narration tokens per beat), optional ``server`` and ``room`` override dicts.
+    (narration tokens per beat), optional ``server`` and ``room`` override dicts,
+    and ``store``: the event log, on as by default but in a fresh temporary
+    folder (so no bench restores another's rooms); ``store: false`` turns it off.
     """
     server: dict[str, Any] = {"host": "127.0.0.1", "port": 0, "tick_ms": int(opts["tick_ms"])}
     server.update({k: v for k, v in dict(opts.get("server") or {}).items() if k in _SERVER_KEYS})
@@ -27,7 +32,16 @@ def bench_config(opts: dict[str, Any]) -> Config:
         "reveal_s": 0.0,
     }
     room.update({k: v for k, v in dict(opts.get("room") or {}).items() if k in _ROOM_KEYS})
+    store_opt = opts.get("store", True)
+    if store_opt is False:
+        store = StoreConfig(enabled=False)
+    else:
+        extra = store_opt if isinstance(store_opt, dict) else {}
+        tmp = tempfile.mkdtemp(prefix="fablecast-bench-store-")
+        atexit.register(shutil.rmtree, tmp, True)
+        store = StoreConfig(**{"data_dir": tmp, **extra})
     return Config(
+        store=store,
         server=ServerConfig(**server),
         # Beats as long as the room asks (the scheduler caps requests at 512
         # tokens by default): fewer pauses between beats inside a window.

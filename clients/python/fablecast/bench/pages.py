@@ -104,7 +104,13 @@ def run_pages(
     from playwright.sync_api import sync_playwright
 
     from fablecast.browser import CHROMIUM_ARGS, NodeThread, ensure_chromium
-    from fablecast.server.config import Config, EngineConfig, RoomConfig, ServerConfig
+    from fablecast.server.config import (
+        Config,
+        EngineConfig,
+        RoomConfig,
+        ServerConfig,
+        StoreConfig,
+    )
 
     say = log or (lambda _line: None)
     engine = TimedEngine(tokens_per_s=tokens_per_s, first_token_s=0.05)
@@ -112,6 +118,7 @@ def run_pages(
         server=ServerConfig(port=0, tick_ms=tick_ms, uvloop=False),
         engine=EngineConfig(kind="scripted"),
         rooms=[RoomConfig(name="bench", vote_s=3.0, reveal_s=0.5, narration_tokens=120)],
+        store=StoreConfig(enabled=False),  # a fresh room every run (no event log)
     )
     node = NodeThread(config, engine)
     samples: list[float] = []

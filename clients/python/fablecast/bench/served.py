@@ -30,7 +30,7 @@ from fablecast.inference.prompts import StorySpec
 from fablecast.inference.types import EngineHealth, GenerationDelta, GenerationRequest
 from fablecast.protocol import messages as m
 from fablecast.protocol.codec import JSON
-from fablecast.server.config import Config, EngineConfig, RoomConfig, ServerConfig
+from fablecast.server.config import Config, EngineConfig, RoomConfig, ServerConfig, StoreConfig
 from fablecast.server.node import Node
 
 
@@ -100,6 +100,7 @@ async def served_pass(
     loop = asyncio.get_running_loop()
     config = Config(
         server=ServerConfig(port=0, tick_ms=5),
+        store=StoreConfig(enabled=False),
         engine=EngineConfig(
             kind="scripted",  # unused: the engine is passed in
             stall_timeout_s=120.0,

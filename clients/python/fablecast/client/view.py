@@ -22,6 +22,7 @@ from fablecast.protocol.messages import (
     Option,
     Phase,
     Presence,
+    Rewind,
     ServerMessage,
     Snapshot,
     StoryBeat,
@@ -157,6 +158,15 @@ class StoryView:
             self.phase = msg.phase
             self.beat = msg.beat
             self.reason = msg.reason
+        elif isinstance(msg, Rewind):
+            # The story was rewound: it is now ``msg.story``; nothing open survives.
+            self.story = list(msg.story)
+            self.truncated = msg.truncated
+            self.beat = msg.beat
+            self.current_beat = None
+            self.current_choice = None
+            self.partial = ""
+            self.ballot = None
         elif isinstance(msg, Narrator):
             self.narrator = msg.state
             self.narrator_message = msg.message
