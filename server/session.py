@@ -139,7 +139,7 @@ class Session:
 
     def error(self, code: ErrorCode, message: str, ref: str | None = None) -> None:
         """Answer with an ``error`` message."""
-        self.send_message(m.Error(code=code.value, message=message, ref=ref))
+        self.send_message(m.Error(code=code, message=message, ref=ref))
 
     def close(self, code: CloseCode, reason: str) -> None:
         """Close the connection with ``code`` (once)."""
