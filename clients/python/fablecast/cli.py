@@ -5,6 +5,7 @@ whose ``func(args) -> int`` runs the command; none of them imports this module
 (no import cycle). A module whose optional part is not installed is skipped.
 
 - ``fablecast.server.cli``: ``serve``
+- ``fablecast.server.tokencli``: ``token``
 - ``fablecast.client.commands``: ``watch``, ``play``
 - ``fablecast.inference.cli``: ``model prepare``
 - ``fablecast.bench.cli``: ``bench fanout|votes|soak|engine|plots``
@@ -21,6 +22,7 @@ from collections.abc import Sequence
 
 _REGISTRANTS = (
     "fablecast.server.cli",
+    "fablecast.server.tokencli",
     "fablecast.client.commands",
     "fablecast.inference.cli",
     "fablecast.bench.cli",
