@@ -35,7 +35,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final, get_args
@@ -297,3 +297,30 @@ class Authenticator:
             )
             principal = self.verify(token, now)
         return Admission(principal, token)
+
+
+def origin_allowed(origin: str | None, host: str | None, allowed: Collection[str]) -> bool:
+    """Whether a handshake's ``Origin`` may open a connection (docs/protocol.md, Handshake).
+
+    - No ``Origin``: a non-browser client, which could send any Origin it
+      liked: allowed (tokens and per-address limits protect the node).
+    - The node's own origin: ``http``/``https`` with the host and port of the
+      request's ``Host`` (a page served by this node): allowed.
+    - An origin listed in ``allowed`` (exact ``scheme://host[:port]``, case-insensitive).
+    - Anything else, ``null`` (sandboxed frames, files) included: refused.
+    """
+    if origin is None:
+        return True
+    normalized = origin.strip().lower().rstrip("/")
+    if normalized in {a.strip().lower().rstrip("/") for a in allowed}:
+        return True
+    scheme, sep, authority = normalized.partition("://")
+    if not sep or scheme not in ("http", "https") or host is None:
+        return False
+    default_port = {"http": ":80", "https": ":443"}[scheme]
+    return _with_port(authority, default_port) == _with_port(host.strip().lower(), default_port)
+
+
+def _with_port(authority: str, default_port: str) -> str:
+    """``host[:port]`` with the scheme's default port made explicit (IPv6 in brackets)."""
+    return authority if ":" in authority.rsplit("]", 1)[-1] else authority + default_port

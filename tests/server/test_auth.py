@@ -22,6 +22,7 @@ from fablecast.server.auth import (
     KeyRing,
     Principal,
     authorize,
+    origin_allowed,
 )
 
 NOW = 1_800_000_000.0
@@ -229,3 +230,29 @@ def test_authorize(role: str, action: Action) -> None:
         assert role in error.message and action.value in error.message
     elsewhere = authorize(principal, action, "other")
     assert elsewhere is not None and elsewhere.code is ErrorCode.FORBIDDEN
+
+
+@pytest.mark.parametrize(
+    ("origin", "host", "allowed", "ok"),
+    [
+        (None, "node:8765", [], True),  # non-browser client
+        ("http://node:8765", "node:8765", [], True),  # a page of the node itself
+        ("https://node:8765", "node:8765", [], True),
+        ("HTTP://Node:8765/", "node:8765", [], True),
+        ("https://node", "node:443", [], True),
+        ("http://node:80", "node", [], True),
+        ("http://evil.example", "node:8765", [], False),
+        ("http://node:9999", "node:8765", [], False),
+        ("http://node:8765.evil.example", "node:8765", [], False),
+        ("null", "node:8765", [], False),
+        ("file://", "node:8765", [], False),
+        ("ws://node:8765", "node:8765", [], False),
+        ("http://node:8765", None, [], False),
+        ("https://stream.example", "node:8765", ["https://stream.example"], True),
+        ("https://stream.example", "node:8765", ["https://STREAM.example/"], True),
+        ("http://stream.example", "node:8765", ["https://stream.example"], False),
+        ("null", "node:8765", ["null"], True),
+    ],
+)
+def test_origin_allowed(origin: str | None, host: str | None, allowed: list[str], ok: bool) -> None:
+    assert origin_allowed(origin, host, allowed) is ok
