@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import Final
@@ -91,9 +92,45 @@ class GuardedConnection(ServerConnection):
     outbox_max_bytes: int = 1024 * 1024
     close_timeout_s: float = 2.0
     on_overflow: Callable[[], None] | None = None
+    #: The request head read so far while the handshake runs; None once it is complete.
+    _head: bytearray | None = None
+    _head_done = False
+
+    def _screen_request(self, data: bytes) -> bytes | None:
+        """The bytes of the first request's head to feed the protocol; None when refused.
+
+        HTTP here is one request per connection, answered and closed: bytes after
+        the head (a body, a second pipelined request) are dropped, and a request
+        that announces a body is answered 400 at once (websockets' parser would
+        drop it without an answer, and a pipelined request trips an assertion in
+        its handshake code). A WebSocket client sends nothing before the 101.
+        """
+        if self._head_done:
+            return b""
+        head = self._head if self._head is not None else bytearray()
+        start = max(0, len(head) - 3)
+        head += data
+        end = head.find(b"\r\n\r\n", start)
+        if end < 0:
+            self._head = head
+            return data
+        self._head, self._head_done = None, True
+        extra = len(head) - (end + 4)
+        if _BODY.search(bytes(head[:end])):
+            transport = self.transport
+            if transport is not None:
+                transport.write(_NO_BODY)
+                transport.close()
+            return None
+        return data[: len(data) - extra] if extra else data
 
     def data_received(self, data: bytes) -> None:
         """Feed the protocol (which may write pongs); stop reading past the outbox bound."""
+        if self.protocol.state is State.CONNECTING:
+            screened = self._screen_request(data)
+            if not screened:
+                return
+            data = screened
         super().data_received(data)
         transport = self.transport
         if transport is None or transport.get_write_buffer_size() <= self.outbox_max_bytes:
@@ -108,6 +145,14 @@ class GuardedConnection(ServerConnection):
                 )
             else:  # still in the handshake: nothing to close politely
                 transport.abort()
+
+
+_BODY = re.compile(rb"\r\n(?:content-length[ \t]*:[ \t]*0*[1-9]|transfer-encoding[ \t]*:)", re.I)
+_NO_BODY_TEXT = b"requests with a body are not accepted\n"
+_NO_BODY = (
+    b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(_NO_BODY_TEXT) + _NO_BODY_TEXT
+)
 
 
 def guarded_connection(config: ServerConfig) -> type[GuardedConnection]:
