@@ -190,7 +190,7 @@ class ConnectionGuard:
         """Close (4001) and return the sessions whose fragments are overdue."""
         overdue = []
         for session in self.sessions:
-            if session.closed or not session.ws.protocol.expect_continuation_frame:
+            if session.closed or session.ws.protocol.current_size is None:
                 self._since.pop(session, None)
                 continue
             since = self._since.setdefault(session, now)

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator
 import psutil
 import pytest
 import websockets
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from fablecast.inference.backends.scripted import ScriptedEngine
 from fablecast.protocol import messages as m
@@ -268,3 +268,40 @@ async def test_fresh_identity_vote_loop_counts_at_most_the_policy(node: Node) ->
     assert counted == cap == statuses["counted"]
     assert statuses["rejected"] == attempts - cap
     await watcher.ws.close()
+
+
+async def test_a_flood_before_hello_gets_bounded_replies_and_its_error_before_4009(
+    node: Node,
+) -> None:
+    c = await connect(node, hello=m.Ping(nonce=0))  # type: ignore[arg-type]
+    for i in range(1, 120):
+        await c.send(m.Ping(nonce=i))
+    errors: list[m.Error] = []
+    with pytest.raises(ConnectionClosed) as info:
+        while True:
+            msg = await c.recv(timeout=5)
+            assert isinstance(msg, m.Error)
+            errors.append(msg)
+    assert info.value.rcvd is not None and info.value.rcvd.code == CloseCode.RATE_LIMIT_EXCEEDED
+    cap = 2 * node.config.server.errors_per_s
+    print(
+        f"\n120 messages before hello: {len(errors)} error replies (cap {cap:g} + rate), "
+        f"last {errors[-1].code.value!r} then 4009"
+    )
+    assert {e.code for e in errors[:-1]} <= {ErrorCode.NOT_JOINED, ErrorCode.RATE_LIMITED}
+    assert len(errors) <= cap + 2
+    assert errors[-1].code is ErrorCode.RATE_LIMITED and "closing" in errors[-1].message
+
+
+async def test_an_unfinished_fragmented_message_is_closed(node: Node) -> None:
+    node.admission.guard.timeout_s = 0.5
+    sock = await asyncio.to_thread(_handshake, node.port)
+    sock.sendall(_frame(0x1, b'{"type":"hel'))  # FIN set: a whole frame, then a fragment:
+    sock.sendall(bytes([0x01, 0x80 | 4]) + b"\x00" * 4 + b'{"ty')  # text, FIN clear
+    t0 = time.monotonic()
+    code = await asyncio.to_thread(_close_code, sock, scaled(4.0))
+    sock.close()
+    print(
+        f"\nunfinished fragmented message: closed with {code} after {time.monotonic() - t0:.1f} s"
+    )
+    assert code == CloseCode.PROTOCOL_ERROR
