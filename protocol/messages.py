@@ -135,7 +135,7 @@ class Limits(msgspec.Struct, kw_only=True, gc=False):
     messages_per_s: float
     message_burst: int
     reactions_per_s: float
-    reaction_burst: int = 8
+    reaction_burst: int
     history_frames: int
 
 

@@ -121,6 +121,7 @@ PERSONAL_SAMPLES: list[m.ServerMessage] = [
             messages_per_s=20.0,
             message_burst=40,
             reactions_per_s=4.0,
+            reaction_burst=8,
             history_frames=4096,
         ),
         reactions=list(m.REACTIONS),
