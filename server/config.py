@@ -62,6 +62,9 @@ class ServerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     address_message_burst: PosInt = 200
     #: Anonymous identities of one address with a counted vote in one window (more: ``rejected``).
     anonymous_votes_per_address: PosInt = 16
+    #: Reactions of all anonymous identities of one address together (more: ``rate_limited``).
+    anonymous_reactions_per_address_per_s: Positive = 8.0
+    anonymous_reaction_burst_per_address: PosInt = 16
     #: A fragmented message not finished within this many seconds: close 4001.
     fragment_timeout_s: Positive = 10.0
     #: ``error`` replies written to one connection per second (burst: twice that); past

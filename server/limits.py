@@ -13,13 +13,17 @@ Rules:
 3. **Messages per address** (``AddressLimits.message``): a token bucket of
    ``messages_per_s`` with ``burst`` shared by every connection of the
    address, on top of each connection's own bucket.
-4. **Anonymous votes per address** (``AnonymousVoteQuota.admit``): in one vote
+4. **Anonymous reactions per address** (``AddressLimits.reaction``): the
+   reactions of all anonymous identities of one address share one bucket
+   (``reactions_per_s``, ``reaction_burst``), so fresh identities cannot
+   multiply one host's weight in the room's mood.
+5. **Anonymous votes per address** (``AnonymousVoteQuota.admit``): in one vote
    window of one room, at most ``per_address`` anonymous identities from one
    address hold a counted vote. An identity already admitted in the window is
    admitted again (changing a vote is free). The quota outlives connections:
    closing every connection and coming back under fresh identities does not
    reset it.
-5. **Memory.** Every table here is bounded by what is open now: an address
+6. **Memory.** Every table here is bounded by what is open now: an address
    entry goes with its last connection, a room's quota entries go when its
    next window opens.
 """
@@ -71,15 +75,25 @@ class TokenBucket:
 class _Address:
     connections: int
     bucket: TokenBucket
+    reactions: TokenBucket
 
 
 class AddressLimits:
     """Connections and messages per address (rules 2, 3 and 5)."""
 
-    def __init__(self, max_connections: int, messages_per_s: float, burst: int) -> None:
+    def __init__(
+        self,
+        max_connections: int,
+        messages_per_s: float,
+        burst: int,
+        reactions_per_s: float = 8.0,
+        reaction_burst: int = 16,
+    ) -> None:
         self.max_connections = max_connections
         self.messages_per_s = messages_per_s
         self.burst = burst
+        self.reactions_per_s = reactions_per_s
+        self.reaction_burst = reaction_burst
         self._addresses: dict[str, _Address] = {}
 
     def connections(self, address: str) -> int:
@@ -95,7 +109,8 @@ class AddressLimits:
         entry = self._addresses.get(address)
         if entry is None:
             bucket = TokenBucket.full(self.messages_per_s, float(self.burst), now)
-            self._addresses[address] = _Address(1, bucket)
+            reactions = TokenBucket.full(self.reactions_per_s, float(self.reaction_burst), now)
+            self._addresses[address] = _Address(1, bucket, reactions)
             return True
         if entry.connections >= self.max_connections:
             return False
@@ -115,6 +130,11 @@ class AddressLimits:
         """Whether one more message of ``address`` is within its rate (rule 3)."""
         entry = self._addresses.get(address)
         return True if entry is None else entry.bucket.take(now)
+
+    def reaction(self, address: str, now: float) -> bool:
+        """Whether one more reaction of an anonymous identity of ``address`` fits (rule 4)."""
+        entry = self._addresses.get(address)
+        return True if entry is None else entry.reactions.take(now)
 
 
 @dataclass(slots=True)

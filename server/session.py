@@ -428,12 +428,23 @@ class Session:
         if principal is None or action is None:
             return True
         refusal = authorize(principal, action, runner.name)
-        if refusal is None and isinstance(msg, m.Vote) and principal.anonymous:
-            refusal = self._vote_quota(msg, runner, principal)
+        if refusal is None and principal.anonymous:
+            if isinstance(msg, m.Vote):
+                refusal = self._vote_quota(msg, runner, principal)
+            elif isinstance(msg, m.React) and not self._address_reaction_ok():
+                refusal = ProtocolError(
+                    ErrorCode.RATE_LIMITED,
+                    f"at most {self.config.anonymous_reactions_per_address_per_s:g} "
+                    "anonymous reactions per second per address",
+                )
         if refusal is not None:
             self.refuse(refusal, _tag(msg))
             return False
         return True
+
+    def _address_reaction_ok(self) -> bool:
+        addresses = self.addresses
+        return addresses is None or addresses.reaction(self.address, time.monotonic())
 
     def _vote_quota(
         self, vote: m.Vote, runner: RoomRunner, principal: Principal

@@ -83,6 +83,8 @@ class Admission:
             config.max_connections_per_address,
             config.address_messages_per_s,
             config.address_message_burst,
+            config.anonymous_reactions_per_address_per_s,
+            config.anonymous_reaction_burst_per_address,
         )
         self.vote_quota = AnonymousVoteQuota(config.anonymous_votes_per_address)
         self.guard = ConnectionGuard(config.fragment_timeout_s)

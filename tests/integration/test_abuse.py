@@ -305,3 +305,31 @@ async def test_an_unfinished_fragmented_message_is_closed(node: Node) -> None:
         f"\nunfinished fragmented message: closed with {code} after {time.monotonic() - t0:.1f} s"
     )
     assert code == CloseCode.PROTOCOL_ERROR
+
+
+async def test_fresh_identities_do_not_multiply_one_address_reactions(node: Node) -> None:
+    s = node.config.server
+    clients = [await connect(node) for _ in range(6)]
+    for c in clients:
+        await c.until(lambda f: isinstance(f, m.Snapshot))
+    t0 = time.monotonic()
+    for c in clients:  # 6 fresh identities x 6 reactions: each within its own 4/s burst 8
+        for _ in range(6):
+            await c.send(m.React(reaction="anger"))
+    for c in clients:
+        await c.send(m.Ping(nonce=1))
+    refused = 0
+    for c in clients:
+        await c.until(lambda f: isinstance(f, m.Pong))
+        refused += sum(isinstance(f, m.Error) and f.code is ErrorCode.RATE_LIMITED for f in c.seen)
+        await c.ws.close()
+    elapsed = time.monotonic() - t0
+    accepted = 36 - refused
+    bound = (
+        s.anonymous_reaction_burst_per_address + s.anonymous_reactions_per_address_per_s * elapsed
+    )
+    print(
+        f"\n6 fresh identities x 6 reactions from one address: {accepted} applied "
+        f"(address bound {bound:.1f} in {elapsed:.2f} s)"
+    )
+    assert accepted <= bound

@@ -77,3 +77,15 @@ def test_fresh_identity_loop_counts_at_most_the_quota() -> None:
     quota = AnonymousVoteQuota(per_address=16)
     counted = sum(quota.admit("demo", 7, "203.0.113.7", f"anon-{i}") for i in range(5000))
     assert counted == 16
+
+
+def test_anonymous_reactions_share_one_bucket_per_address() -> None:
+    limits = AddressLimits(
+        max_connections=50, messages_per_s=1000, burst=1000, reactions_per_s=8, reaction_burst=16
+    )
+    for _ in range(50):  # fifty fresh identities on fifty connections of one address
+        limits.connect("a", 0.0)
+    limits.connect("b", 0.0)
+    assert sum(limits.reaction("a", 0.0) for _ in range(50 * 4)) == 16
+    assert sum(limits.reaction("a", 1.0) for _ in range(50 * 4)) == 8
+    assert limits.reaction("b", 1.0)
