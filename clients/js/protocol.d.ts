@@ -2,99 +2,12 @@
 // Fablecast protocol v1.
 
 /**
- * First message of every connection: who I am, and where I left off.
- *
- * `epoch` + `since` ask to resume after room frame `since` of `epoch`.
- */
-export interface Hello {
-  type: "hello";
-  participant?: string | null;
-  name?: string | null;
-  epoch?: string | null;
-  since?: number | null;
-  token?: string | null;
-}
-
-/**
- * Vote for `option` (0-based index) in vote window `window`.
- *
- * A second vote in the same window replaces the first; it is never counted twice.
- */
-export interface Vote {
-  type: "vote";
-  window: number;
-  option: number;
-}
-
-/**
- * An emotion signal: a reaction from the fixed set, and/or a continuous sample.
- */
-export interface React {
-  type: "react";
-  reaction?: "anger" | "bored" | "fear" | "joy" | "laugh" | "love" | "sad" | "surprise" | null;
-  valence?: number | null;
-  arousal?: number | null;
-}
-
-/**
- * Liveness/latency probe, answered by `pong` with the same nonce.
- */
-export interface Ping {
-  type: "ping";
-  nonce?: number;
-}
-
-/**
- * Narration of beat `beat` begins; `choice` is the winning option that drives it.
- */
-export interface BeatStart {
-  type: "beat_start";
-  epoch?: string;
-  seq?: number;
-  beat: number;
-  choice?: string | null;
-}
-
-/**
- * Narration text of the current beat, coalesced per tick. Append `text`.
- */
-export interface Token {
-  type: "token";
-  epoch?: string;
-  seq?: number;
-  beat: number;
-  text: string;
-}
-
-/**
- * Beat `beat` is committed; `text` is its whole text (for reconciliation).
- */
-export interface BeatEnd {
-  type: "beat_end";
-  epoch?: string;
-  seq?: number;
-  beat: number;
-  text: string;
-}
-
-/**
- * The partial text of beat `beat` is discarded (engine failure); it will be retold.
- */
-export interface BeatAbort {
-  type: "beat_abort";
-  epoch?: string;
-  seq?: number;
-  beat: number;
-  reason: string;
-}
-
-/**
  * A vote window opens. It closes `duration_ms` after it was sent.
  */
 export interface Ballot {
   type: "ballot";
-  epoch?: string;
-  seq?: number;
+  epoch: string;
+  seq: number;
   window: number;
   beat: number;
   options: Option[];
@@ -104,84 +17,36 @@ export interface Ballot {
 }
 
 /**
- * One choice on a ballot.
+ * The partial text of beat `beat` is discarded (engine failure); it will be retold.
  */
-export interface Option {
-  index: number;
-  text: string;
-}
-
-/**
- * Live counts of the open window (latest value, at most once per tick).
- */
-export interface Tally {
-  type: "tally";
-  epoch?: string;
-  seq?: number;
-  window: number;
-  counts: number[];
-  voters: number;
-}
-
-/**
- * The window closed: `winner` is an option index; `tie_break` explains how it won.
- */
-export interface VoteResult {
-  type: "vote_result";
-  epoch?: string;
-  seq?: number;
-  window: number;
-  winner: number;
-  text: string;
-  counts: number[];
-  voters: number;
-  tie_break?: string | null;
-}
-
-/**
- * The room's aggregate mood (latest value, time-decayed, at most once per tick).
- */
-export interface Mood {
-  type: "mood";
-  epoch?: string;
-  seq?: number;
-  valence: number;
-  arousal: number;
-  intensity: number;
-  reactions: Record<string, number>;
-}
-
-/**
- * How many distinct participants are in the room (latest value).
- */
-export interface Presence {
-  type: "presence";
-  epoch?: string;
-  seq?: number;
-  viewers: number;
-}
-
-/**
- * The room entered `phase`; `reason` says why when paused.
- */
-export interface Phase {
-  type: "phase";
-  epoch?: string;
-  seq?: number;
-  phase: "narrating" | "paused" | "resolving" | "voting";
+export interface BeatAbort {
+  type: "beat_abort";
+  epoch: string;
+  seq: number;
   beat: number;
-  reason?: string | null;
+  reason: string;
 }
 
 /**
- * The narrator's (engine's) state for this room: ok, busy (queued), stalled, down.
+ * Beat `beat` is committed; `text` is its whole text (for reconciliation).
  */
-export interface Narrator {
-  type: "narrator";
-  epoch?: string;
-  seq?: number;
-  state: "busy" | "down" | "ok" | "stalled";
-  message?: string;
+export interface BeatEnd {
+  type: "beat_end";
+  epoch: string;
+  seq: number;
+  beat: number;
+  text: string;
+}
+
+/**
+ * Narration of beat `beat` begins; `choice` is the winning option that drives it.
+ */
+export interface BeatStart {
+  type: "beat_start";
+  epoch: string;
+  seq: number;
+  beat: number;
+  choice?: string | null;
 }
 
 /**
@@ -193,8 +58,8 @@ export interface Narrator {
  */
 export interface Cue {
   type: "cue";
-  epoch?: string;
-  seq?: number;
+  epoch: string;
+  seq: number;
   beat: number;
   location: string;
   time_of_day: string;
@@ -207,59 +72,37 @@ export interface Cue {
 }
 
 /**
- * Why beat `beat` went as it did (sent after its `beat_end`; kept by the room).
+ * Something the client sent was not applied; `code` is from docs/protocol.md.
  *
- * `ballot`, `counts`, `winner`, `voters` and `tie_break` are those of
- * the vote that chose `choice` (empty for the opening beat); `mood` is the
- * room's mood when the beat was requested; `tone` and `directive` the tone
- * directive applied; `state` and `lore` what the prompt was given.
+ * `ref` names the client message type the error answers (`"hello"`,
+ * `"vote"`...) when the server knows it, else null.
  */
-export interface Why {
-  type: "why";
-  epoch?: string;
-  seq?: number;
-  beat: number;
-  choice?: string | null;
-  ballot?: string[];
-  counts?: number[];
-  winner?: number | null;
-  voters?: number;
-  tie_break?: string | null;
-  mood?: Record<string, number>;
-  tone?: string | null;
-  directive?: string | null;
-  state?: StoryState | null;
-  lore?: string[];
+export interface Error {
+  type: "error";
+  code: ErrorCode;
+  message: string;
+  ref?: string | null;
 }
 
 /**
- * The compact story state a beat's prompt was built from.
- */
-export interface StoryState {
-  location?: string;
-  present?: string[];
-  carrying?: string[];
-  goal?: string | null;
-  summary?: string;
-}
-
-/**
- * Answer to `hello`. `recovered` is set when the hello asked to resume.
+ * First message of every connection: who I am, and where I left off.
  *
- * `recovered: true`: the missed frames follow, in order, then live frames.
- * `recovered: false`: a `snapshot` follows; the client must resync from it.
+ * `token` is the signed identity: a token issued by the room's operator
+ * (`fablecast token`: role and room scope) or the anonymous identity the
+ * server issued in an earlier `welcome.identity`. Without one, a room that
+ * allows anonymous viewers issues a fresh identity. `participant` is a
+ * client-chosen id kept for older clients: it is never trusted and is
+ * ignored (votes count under the token's subject). `name` is a display
+ * name (at most 40 characters), not an identity. `epoch` + `since` ask
+ * to resume after room frame `since` of `epoch`.
  */
-export interface Welcome {
-  type: "welcome";
-  protocol: number;
-  room: string;
-  participant: string;
-  epoch: string;
-  seq: number;
-  recovered?: boolean | null;
-  limits: Limits;
-  reactions: string[];
-  tick_ms: number;
+export interface Hello {
+  type: "hello";
+  participant?: string | null;
+  name?: string | null;
+  epoch?: string | null;
+  since?: number | null;
+  token?: string | null;
 }
 
 /**
@@ -270,7 +113,89 @@ export interface Limits {
   messages_per_s: number;
   message_burst: number;
   reactions_per_s: number;
+  reaction_burst: number;
   history_frames: number;
+}
+
+/**
+ * The room's aggregate mood (latest value, time-decayed, at most once per tick).
+ */
+export interface Mood {
+  type: "mood";
+  epoch: string;
+  seq: number;
+  valence: number;
+  arousal: number;
+  intensity: number;
+  reactions: Record<string, number>;
+}
+
+/**
+ * The narrator's (engine's) state for this room: ok, busy (queued), stalled, down.
+ */
+export interface Narrator {
+  type: "narrator";
+  epoch: string;
+  seq: number;
+  state: "busy" | "down" | "ok" | "stalled";
+  message?: string;
+}
+
+/**
+ * One choice on a ballot.
+ */
+export interface Option {
+  index: number;
+  text: string;
+}
+
+/**
+ * The room entered `phase`; `reason` says why when paused.
+ */
+export interface Phase {
+  type: "phase";
+  epoch: string;
+  seq: number;
+  phase: "narrating" | "paused" | "resolving" | "voting";
+  beat: number;
+  reason?: string | null;
+}
+
+/**
+ * Liveness/latency probe, answered by `pong` with the same nonce.
+ */
+export interface Ping {
+  type: "ping";
+  nonce?: number;
+}
+
+/**
+ * Answer to `ping`.
+ */
+export interface Pong {
+  type: "pong";
+  nonce: number;
+  server_time_ms: number;
+}
+
+/**
+ * How many distinct participants are in the room (latest value).
+ */
+export interface Presence {
+  type: "presence";
+  epoch: string;
+  seq: number;
+  viewers: number;
+}
+
+/**
+ * An emotion signal: a reaction from the fixed set, and/or a continuous sample.
+ */
+export interface React {
+  type: "react";
+  reaction?: "anger" | "bored" | "fear" | "joy" | "laugh" | "love" | "sad" | "surprise" | null;
+  valence?: number | null;
+  arousal?: number | null;
 }
 
 /**
@@ -306,13 +231,48 @@ export interface StoryBeat {
 }
 
 /**
- * Something the client sent was not applied; `code` is from docs/protocol.md.
+ * The compact story state a beat's prompt was built from.
  */
-export interface Error {
-  type: "error";
-  code: string;
-  message: string;
-  ref?: string | null;
+export interface StoryState {
+  location?: string;
+  present?: string[];
+  carrying?: string[];
+  goal?: string | null;
+  summary?: string;
+}
+
+/**
+ * Live counts of the open window (latest value, at most once per tick).
+ */
+export interface Tally {
+  type: "tally";
+  epoch: string;
+  seq: number;
+  window: number;
+  counts: number[];
+  voters: number;
+}
+
+/**
+ * Narration text of the current beat, coalesced per tick. Append `text`.
+ */
+export interface Token {
+  type: "token";
+  epoch: string;
+  seq: number;
+  beat: number;
+  text: string;
+}
+
+/**
+ * Vote for `option` (0-based index) in vote window `window`.
+ *
+ * A second vote in the same window replaces the first; it is never counted twice.
+ */
+export interface Vote {
+  type: "vote";
+  window: number;
+  option: number;
 }
 
 /**
@@ -326,12 +286,65 @@ export interface VoteAck {
 }
 
 /**
- * Answer to `ping`.
+ * The window closed: `winner` is an option index; `tie_break` explains how it won.
  */
-export interface Pong {
-  type: "pong";
-  nonce: number;
-  server_time_ms: number;
+export interface VoteResult {
+  type: "vote_result";
+  epoch: string;
+  seq: number;
+  window: number;
+  winner: number;
+  text: string;
+  counts: number[];
+  voters: number;
+  tie_break?: string | null;
+}
+
+/**
+ * Answer to `hello`. `recovered` is set when the hello asked to resume.
+ *
+ * `recovered: true`: the missed frames follow, in order, then live frames.
+ * `recovered: false`: a `snapshot` follows; the client must resync from it.
+ */
+export interface Welcome {
+  type: "welcome";
+  protocol: number;
+  room: string;
+  participant: string;
+  role?: "host" | "moderator" | "overlay" | "viewer";
+  identity?: string | null;
+  epoch: string;
+  seq: number;
+  recovered?: boolean | null;
+  limits: Limits;
+  reactions: string[];
+  tick_ms: number;
+}
+
+/**
+ * Why beat `beat` went as it did (sent after its `beat_end`; kept by the room).
+ *
+ * `ballot`, `counts`, `winner`, `voters` and `tie_break` are those of
+ * the vote that chose `choice` (empty for the opening beat); `mood` is the
+ * room's mood when the beat was requested; `tone` and `directive` the tone
+ * directive applied; `state` and `lore` what the prompt was given.
+ */
+export interface Why {
+  type: "why";
+  epoch: string;
+  seq: number;
+  beat: number;
+  choice?: string | null;
+  ballot?: string[];
+  counts?: number[];
+  winner?: number | null;
+  voters?: number;
+  tie_break?: string | null;
+  mood?: Record<string, number>;
+  tone?: string | null;
+  directive?: string | null;
+  state?: StoryState | null;
+  lore?: string[];
 }
 
 /** Every message a client may send. */
@@ -341,7 +354,7 @@ export type ClientMessage = Hello | Vote | React | Ping;
 export type ServerMessage = BeatStart | Token | BeatEnd | BeatAbort | Ballot | Tally | VoteResult | Mood | Presence | Phase | Narrator | Cue | Why | Welcome | Snapshot | Error | VoteAck | Pong;
 
 /** Room frames: they carry `(epoch, seq)` and count for resume. */
-export type RoomFrame = BeatStart | Token | BeatEnd | BeatAbort | Ballot | Tally | VoteResult | Mood | Presence | Phase | Narrator | Cue | Why;
+export type RoomFrame = Ballot | BeatAbort | BeatEnd | BeatStart | Cue | Mood | Narrator | Phase | Presence | Tally | Token | VoteResult | Why;
 
 /** The `type` tag of every server message, mapped to its message. */
 export interface ServerMessageMap {
@@ -365,6 +378,9 @@ export interface ServerMessageMap {
   "pong": Pong;
 }
 
-export type ErrorCode = "bad_message" | "unknown_type" | "invalid_message" | "too_large" | "rate_limited" | "not_joined" | "already_joined" | "not_in_phase" | "window_closed" | "unknown_option" | "rejected" | "internal";
+export type ErrorCode = "already_joined" | "bad_message" | "forbidden" | "internal" | "invalid_message" | "not_in_phase" | "not_joined" | "rate_limited" | "rejected" | "too_large" | "unauthorized" | "unknown_option" | "unknown_type" | "window_closed";
+
+/** WebSocket close codes the server uses (docs/protocol.md). */
+export type CloseCode = 1001 | 1009 | 1011 | 4001 | 4002 | 4003 | 4004 | 4008 | 4009 | 4011 | 4029 | 4401;
 
 export declare const SUBPROTOCOLS: {"json":"fablecast.v1.json","msgpack":"fablecast.v1.msgpack"};
