@@ -333,3 +333,20 @@ async def test_fresh_identities_do_not_multiply_one_address_reactions(node: Node
         f"(address bound {bound:.1f} in {elapsed:.2f} s)"
     )
     assert accepted <= bound
+
+
+@pytest.mark.parametrize("codec", ["json", "msgpack"])
+async def test_every_bad_message_is_answered_before_4001(node: Node, codec: str) -> None:
+    """All ``max_bad_messages`` errors arrive, the last one included, then the close."""
+    for _ in range(3):  # it used to arrive only sometimes
+        c = await connect(node, codec)
+        await c.until(lambda f: isinstance(f, m.Snapshot))
+        n = node.config.server.max_bad_messages
+        for _ in range(n):
+            await c.send_raw("{" if codec == "json" else b"\xc1")
+        with pytest.raises(ConnectionClosed) as info:
+            while True:
+                await c.recv()
+        errors = [f for f in c.seen if isinstance(f, m.Error)]
+        assert [e.code for e in errors] == [ErrorCode.BAD_MESSAGE] * n
+        assert info.value.rcvd is not None and info.value.rcvd.code == CloseCode.PROTOCOL_ERROR
