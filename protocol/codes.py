@@ -32,6 +32,12 @@ class ErrorCode(StrEnum):
     UNKNOWN_OPTION = "unknown_option"
     #: A field was well-formed but not acceptable (e.g. a participant id with bad characters).
     REJECTED = "rejected"
+    #: ``hello.token`` is missing where the room needs one, or malformed, forged, expired,
+    #: signed with an unknown key, or scoped to another room. Followed by close 4401.
+    UNAUTHORIZED = "unauthorized"
+    #: The connection's role may not send this message in this room (e.g. an overlay voting,
+    #: a viewer sending a moderator command). Nothing was applied; the connection stays open.
+    FORBIDDEN = "forbidden"
     #: The server failed while handling the message; nothing was applied.
     INTERNAL = "internal"
     #: A rewind or fork names a beat the room has not committed (HTTP API, docs/store.md).
@@ -63,3 +69,5 @@ class CloseCode(IntEnum):
     ROOM_CLOSED = 4011
     #: The room already holds ``max_viewers_per_room`` connections.
     ROOM_FULL = 4029
+    #: ``hello`` was refused: no valid token for this room (an ``unauthorized`` error says why).
+    UNAUTHORIZED = 4401

@@ -17,6 +17,8 @@ from typing import Annotated, Final, Literal
 import msgspec
 from msgspec import Meta
 
+from fablecast.protocol.codes import ErrorCode
+
 # --------------------------------------------------------------------------- limits
 
 #: Upper bound on a participant id chosen by the client.
@@ -24,7 +26,8 @@ ParticipantId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
 Unit = Annotated[float, Meta(ge=-1.0, le=1.0)]
 Seq = Annotated[int, Meta(ge=0)]
 WindowId = Annotated[int, Meta(ge=1, le=2**53)]
-OptionIndex = Annotated[int, Meta(ge=0, le=4)]
+#: Any non-negative index decodes; one that is not on the ballot is answered ``unknown_option``.
+OptionIndex = Annotated[int, Meta(ge=0, le=2**53)]
 
 #: The fixed reaction set. Each maps to a (valence, arousal) point, see server/room/mood.py.
 Reaction = Literal["joy", "laugh", "love", "surprise", "fear", "anger", "sad", "bored"]
@@ -41,6 +44,8 @@ REACTIONS: Final[tuple[str, ...]] = (
 
 PhaseName = Literal["narrating", "voting", "resolving", "paused"]
 VoteStatus = Literal["counted", "changed", "unchanged"]
+#: What a connection may do (server/auth.py; docs/security.md has the table).
+Role = Literal["viewer", "moderator", "overlay", "host"]
 NarratorState = Literal["ok", "busy", "stalled", "down"]
 
 
@@ -54,14 +59,21 @@ class _Msg(msgspec.Struct, tag_field="type", kw_only=True, gc=False):
 class Hello(_Msg, tag="hello", kw_only=True):
     """First message of every connection: who I am, and where I left off.
 
-    ``epoch`` + ``since`` ask to resume after room frame ``since`` of ``epoch``.
+    ``token`` is the signed identity: a token issued by the room's operator
+    (``fablecast token``: role and room scope) or the anonymous identity the
+    server issued in an earlier ``welcome.identity``. Without one, a room that
+    allows anonymous viewers issues a fresh identity. ``participant`` is a
+    client-chosen id kept for older clients: it is never trusted and is
+    ignored (votes count under the token's subject). ``name`` is a display
+    name (at most 40 characters), not an identity. ``epoch`` + ``since`` ask
+    to resume after room frame ``since`` of ``epoch``.
     """
 
     participant: ParticipantId | None = None
     name: Annotated[str, Meta(max_length=40)] | None = None
     epoch: Annotated[str, Meta(max_length=32)] | None = None
     since: Seq | None = None
-    #: Reserved for signed tokens (roles beyond viewer). Ignored in v1.
+    #: A signed token (JWT): operator-issued, or ``welcome.identity`` from an earlier join.
     token: Annotated[str, Meta(max_length=4096)] | None = None
 
     def __post_init__(self) -> None:
@@ -123,6 +135,7 @@ class Limits(msgspec.Struct, kw_only=True, gc=False):
     messages_per_s: float
     message_burst: int
     reactions_per_s: float
+    reaction_burst: int
     history_frames: int
 
 
@@ -130,7 +143,12 @@ class Limits(msgspec.Struct, kw_only=True, gc=False):
 
 
 class RoomFrame(_Msg, kw_only=True):
-    """Base of room frames. ``seq`` is contiguous per room within one ``epoch``."""
+    """Base of room frames. ``seq`` is contiguous per room within one ``epoch``.
+
+    The defaults exist only because the room core builds frames before the
+    stream stamps them; every frame on the wire carries both, and the schema
+    marks them required (protocol/schema.py).
+    """
 
     epoch: str = ""
     seq: int = 0
@@ -303,7 +321,13 @@ class Welcome(_Msg, tag="welcome", kw_only=True):
 
     protocol: int
     room: str
+    #: The identity votes count under: the token's subject (never a client-chosen id).
     participant: str
+    #: What this connection may do in this room.
+    role: Role = "viewer"
+    #: A server-issued anonymous identity (a signed token) when the hello had none, or a
+    #: refreshed one: store it and send it as ``hello.token`` on every later connection.
+    identity: str | None = None
     epoch: str
     seq: int
     recovered: bool | None = None
@@ -335,9 +359,13 @@ class Snapshot(_Msg, tag="snapshot", kw_only=True):
 
 
 class Error(_Msg, tag="error", kw_only=True):
-    """Something the client sent was not applied; ``code`` is from docs/protocol.md."""
+    """Something the client sent was not applied; ``code`` is from docs/protocol.md.
 
-    code: str
+    ``ref`` names the client message type the error answers (``"hello"``,
+    ``"vote"``...) when the server knows it, else null.
+    """
+
+    code: ErrorCode
     message: str
     ref: str | None = None
 

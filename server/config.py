@@ -55,6 +55,43 @@ class ServerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     #: The web pages' files: a copy of the repository's clients/ folder with ``npm ci``
     #: run in clients/js (server/pages.py). None: the checkout's clients/, if any.
     web_root: str | None = None
+    #: Per address (IPv4, or IPv6 /64; server/limits.py): open connections (more: HTTP 429)
+    #: and messages per second over all its connections (more: ``rate_limited``).
+    max_connections_per_address: PosInt = 32
+    address_messages_per_s: Positive = 100.0
+    address_message_burst: PosInt = 200
+    #: Anonymous identities of one address with a counted vote in one window (more: ``rejected``).
+    anonymous_votes_per_address: PosInt = 16
+    #: Reactions of all anonymous identities of one address together (more: ``rate_limited``).
+    anonymous_reactions_per_address_per_s: Positive = 8.0
+    anonymous_reaction_burst_per_address: PosInt = 16
+    #: A fragmented message not finished within this many seconds: close 4001.
+    fragment_timeout_s: Positive = 10.0
+    #: ``error`` replies written to one connection per second (burst: twice that); past
+    #: it they are counted, not sent, so bad input cannot make the server write (or log)
+    #: without bound. Closes (4001, 4009) still go out with their error first.
+    errors_per_s: Positive = 10.0
+
+
+class AuthConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Tokens, Origins and who may read ``/metrics`` (docs/security.md)."""
+
+    #: Signing keys by key id (each secret at least 32 bytes). ``FABLECAST_AUTH_KEYS``
+    #: (``kid:secret,...``; the first signs) replaces them. Neither: a random key per
+    #: process (anonymous identities then last until the node restarts).
+    keys: dict[str, str] = {}
+    #: The key id that signs new tokens; default: the first of ``keys``.
+    current_key: str | None = None
+    #: Lifetime of a server-issued anonymous identity.
+    anonymous_ttl_s: Positive = 30 * 86400.0
+    #: Origins allowed besides the node's own (``scheme://host[:port]``, exact match).
+    allowed_origins: list[str] = []
+    #: ``/metrics`` needs ``Authorization: Bearer <metrics_token>`` when set.
+    metrics_token: str | None = None
+    #: Serve ``/metrics`` on its own listener (``metrics_host:metrics_port``) instead
+    #: of the main port. Neither this nor a token: ``/metrics`` answers loopback only.
+    metrics_port: Annotated[int, Meta(ge=0, le=65535)] | None = None
+    metrics_host: str = "127.0.0.1"
 
 
 class EngineConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -99,6 +136,9 @@ class RoomConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     reaction_burst: PosInt = 8
     snapshot_beats: PosInt = 50
     seed: str = "fablecast"
+    #: Viewers without a token get a server-issued anonymous identity; false: a token
+    #: (``fablecast token``) is needed to join.
+    anonymous: bool = True
 
     def settings(self) -> RoomSettings:
         """The pure core's view of this room: every field the two share, by name."""
@@ -156,6 +196,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     engine: EngineConfig = msgspec.field(default_factory=EngineConfig)
+    auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
     rooms: list[RoomConfig] = msgspec.field(default_factory=_default_rooms)
     store: StoreConfig = msgspec.field(default_factory=StoreConfig)
 

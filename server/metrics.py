@@ -46,6 +46,17 @@ class Metrics:
         self.protocol_errors = Counter(
             "fablecast_protocol_errors", "Error messages sent to clients", ["code"], registry=r
         )
+        self.refused = Counter(
+            "fablecast_refused",
+            "Handshakes, hellos and messages refused by access policy (docs/security.md)",
+            ["reason"],
+            registry=r,
+        )
+        self.replies_dropped = Counter(
+            "fablecast_replies_dropped",
+            "Error replies not sent: over the connection's errors_per_s",
+            registry=r,
+        )
         self.resumes = Counter(
             "fablecast_resumes", "Resume requests by outcome", ["recovered"], registry=r
         )

@@ -19,14 +19,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import http
+import ipaddress
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.http11 import Response
+from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from fablecast.inference.backends import create_engine
@@ -43,7 +46,7 @@ from fablecast.server.keepalive import KeepAlive
 from fablecast.server.metrics import Metrics
 from fablecast.server.room.runner import RoomRunner
 from fablecast.server.rooms import RoomRegistry
-from fablecast.server.session import close_soon
+from fablecast.server.session import close_soon, guarded_connection
 from fablecast.server.store.archive import Archive
 from fablecast.server.store.routes import StoreRoutes
 from fablecast.server.ws import ROOM_PATH, Admission, select_subprotocol
@@ -86,12 +89,17 @@ class Node:
                 ws, CloseCode.INTERNAL_ERROR, "keepalive ping timeout", s.close_timeout_s
             ),
         )
-        self.admission = Admission(s, self.rooms, self.metrics, self.keepalive, clock)
+        self.admission = Admission(
+            s, self.rooms, self.metrics, self.keepalive, clock, auth=self.config.auth
+        )
         #: The event log (None when ``[store] enabled = false``): restore, transcripts, rewind.
         self.archive = Archive(self.config.store) if self.config.store.enabled else None
         self.http = Router(ROOM_PATH)
         self._routes()
         self._server: Server | None = None
+        self._metrics_server: Server | None = None
+        #: The separate metrics listener's port (``[auth] metrics_port``), once started.
+        self.metrics_port: int | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.port = 0
 
@@ -111,7 +119,9 @@ class Node:
             s.port,
             subprotocols=[Subprotocol(p) for p in SUBPROTOCOLS],
             select_subprotocol=select_subprotocol,
-            process_request=self.http,
+            process_request=self._process_request,
+            # Bounds each connection's outbox as it reads (ping floods): server/session.py.
+            create_connection=guarded_connection(s),
             max_size=s.max_message_bytes,
             # Keepalive is one sweep for all connections (server/keepalive.py),
             # not a task and a timer per connection.
@@ -122,11 +132,22 @@ class Node:
             compression=None,
         )
         self.port = self._server.sockets[0].getsockname()[1] if self._server.sockets else s.port
+        a = self.config.auth
+        if a.metrics_port is not None:
+            self._metrics_server = await serve(
+                self._never_upgraded,
+                a.metrics_host,
+                a.metrics_port,
+                process_request=self._metrics_only,
+            )
+            sockets = self._metrics_server.sockets
+            self.metrics_port = sockets[0].getsockname()[1] if sockets else a.metrics_port
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._tick_loop(), name="tick"),
             loop.create_task(self._lag_loop(), name="loop-lag"),
             loop.create_task(self.keepalive.run(), name="keepalive"),
+            loop.create_task(self.admission.guard.run(), name="connection-guard"),
             loop.create_task(self._warm_up(), name="engine-warm-up"),
         ]
 
@@ -135,6 +156,9 @@ class Node:
         if self._server is not None:
             self._server.close(close_connections=True)
             await self._server.wait_closed()
+        if self._metrics_server is not None:
+            self._metrics_server.close()
+            await self._metrics_server.wait_closed()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -275,7 +299,63 @@ class Node:
         )
 
     def _index(self, req: HttpRequest) -> Response:
-        host = req.headers.get("Host", f"127.0.0.1:{self.port}")
-        lines = [f"Fablecast protocol v{PROTOCOL_VERSION}. Rooms:"]
-        lines += [f"  ws://{host}/rooms/{name}" for name in self.rooms]
+        # Paths only: echoing the request's Host header would reflect whatever a client sent.
+        lines = [f"Fablecast protocol v{PROTOCOL_VERSION}. Rooms (WebSocket paths):"]
+        lines += [f"  /rooms/{name}" for name in self.rooms]
         return text_response(http.HTTPStatus.OK, "\n".join(lines) + "\n")
+
+    # ------------------------------------------------------------------ access (docs/security.md)
+
+    def _process_request(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | Awaitable[Response] | None:
+        """websockets' ``process_request``: who may read ``/metrics``, then routes, then
+        the WebSocket handshake checks (method, Origin, per-address cap)."""
+        if urlsplit(request.path).path == "/metrics":
+            refusal = self._metrics_refusal(connection, request)
+            if refusal is not None:
+                return refusal
+        resp = self.http(connection, request)
+        if resp is not None:
+            return resp
+        return self.admission.check_handshake(connection, request)
+
+    def _metrics_refusal(self, connection: ServerConnection, request: Request) -> Response | None:
+        """None when this request may read ``/metrics`` on the main port.
+
+        A separate listener configured: never here (404). A token configured:
+        ``Authorization: Bearer <token>`` (401 otherwise). Neither: loopback
+        peers only (403 otherwise), so a node on a public address does not show
+        its internals to everyone by default.
+        """
+        a = self.config.auth
+        if a.metrics_port is not None:
+            return text_response(http.HTTPStatus.NOT_FOUND, "not found\n")
+        if a.metrics_token is not None:
+            given = request.headers.get("Authorization", "")
+            if hmac.compare_digest(given.encode(), f"Bearer {a.metrics_token}".encode()):
+                return None
+            resp = text_response(http.HTTPStatus.UNAUTHORIZED, "metrics need a bearer token\n")
+            resp.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
+            return resp
+        peer = connection.remote_address
+        host = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        try:
+            loopback = ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+        except ValueError:
+            loopback = False
+        if loopback:
+            return None
+        return text_response(http.HTTPStatus.FORBIDDEN, "metrics are served to loopback only\n")
+
+    def _metrics_only(self, connection: ServerConnection, request: Request) -> Response:
+        """The separate metrics listener: ``GET /metrics`` and nothing else."""
+        if urlsplit(request.path).path != "/metrics":
+            return text_response(http.HTTPStatus.NOT_FOUND, "not found\n")
+        if request.method not in ("GET", "HEAD"):
+            return text_response(http.HTTPStatus.METHOD_NOT_ALLOWED, "method not allowed\n")
+        return self._metrics(HttpRequest(request.method, "/metrics", {}, request.headers, {}))
+
+    async def _never_upgraded(self, ws: ServerConnection) -> None:
+        """The metrics listener answers every request in ``_metrics_only``."""
+        await ws.close()

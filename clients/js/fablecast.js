@@ -101,6 +101,8 @@ export class FablecastClient extends EventTarget {
     const stored = this._load();
     /** The identity votes are counted under; null until the first welcome when none is stored. */
     this.participant = options.participant ?? stored.participant ?? null;
+    /** The server-issued identity (welcome.identity), kept in memory even without a storage. */
+    this._issued = stored.token ?? null;
     /** Room epoch and last room frame seq processed (resume point). */
     this.epoch = null;
     this.seq = null;
@@ -133,7 +135,7 @@ export class FablecastClient extends EventTarget {
   /** What this client sends back to say who it is (hello.participant; hello.token). */
   async identity() {
     const t = this.options.token;
-    const token = typeof t === "function" ? await t() : t ?? this._load().token ?? null;
+    const token = typeof t === "function" ? await t() : t ?? this._issued ?? this._load().token ?? null;
     return { participant: this.participant, token };
   }
 
@@ -147,8 +149,8 @@ export class FablecastClient extends EventTarget {
     this.participant = welcome.participant;
     const saved = { participant: welcome.participant };
     const previous = this._load().token;
-    const token = typeof welcome.identity === "string" ? welcome.identity : previous;
-    if (typeof token === "string") saved.token = token;
+    const token = typeof welcome.identity === "string" ? welcome.identity : previous ?? this._issued;
+    if (typeof token === "string") saved.token = this._issued = token;
     try {
       this.storage?.setItem(STORAGE_KEY, JSON.stringify(saved));
     } catch {
@@ -159,6 +161,7 @@ export class FablecastClient extends EventTarget {
   /** Drop the stored identity (participant and token): the next join gets a fresh one. */
   forgetIdentity() {
     this.participant = this.options.participant ?? null;
+    this._issued = null;
     try {
       this.storage?.setItem(STORAGE_KEY, JSON.stringify({}));
     } catch {

@@ -2,9 +2,99 @@
 // Fablecast protocol v1.
 
 /**
+ * A vote window opens. It closes `duration_ms` after it was sent.
+ */
+export interface Ballot {
+  type: "ballot";
+  epoch: string;
+  seq: number;
+  window: number;
+  beat: number;
+  options: Option[];
+  duration_ms: number;
+  closes_at_ms: number;
+  mode?: "plurality";
+}
+
+/**
+ * The partial text of beat `beat` is discarded (engine failure); it will be retold.
+ */
+export interface BeatAbort {
+  type: "beat_abort";
+  epoch: string;
+  seq: number;
+  beat: number;
+  reason: string;
+}
+
+/**
+ * Beat `beat` is committed; `text` is its whole text (for reconciliation).
+ */
+export interface BeatEnd {
+  type: "beat_end";
+  epoch: string;
+  seq: number;
+  beat: number;
+  text: string;
+}
+
+/**
+ * Narration of beat `beat` begins; `choice` is the winning option that drives it.
+ */
+export interface BeatStart {
+  type: "beat_start";
+  epoch: string;
+  seq: number;
+  beat: number;
+  choice?: string | null;
+}
+
+/**
+ * The scene of beat `beat` (sent after its `beat_end`, before the ballot).
+ *
+ * For scenes and overlays. Validated before it is sent; `source` is
+ * `fallback` when the engine's cue failed its schema twice and the server
+ * built one from the story state.
+ */
+export interface Cue {
+  type: "cue";
+  epoch: string;
+  seq: number;
+  beat: number;
+  location: string;
+  time_of_day: string;
+  weather: string;
+  lighting: string;
+  music: string;
+  characters: string[];
+  image_prompt: string;
+  source?: "engine" | "fallback";
+}
+
+/**
+ * Something the client sent was not applied; `code` is from docs/protocol.md.
+ *
+ * `ref` names the client message type the error answers (`"hello"`,
+ * `"vote"`...) when the server knows it, else null.
+ */
+export interface Error {
+  type: "error";
+  code: ErrorCode;
+  message: string;
+  ref?: string | null;
+}
+
+/**
  * First message of every connection: who I am, and where I left off.
  *
- * `epoch` + `since` ask to resume after room frame `since` of `epoch`.
+ * `token` is the signed identity: a token issued by the room's operator
+ * (`fablecast token`: role and room scope) or the anonymous identity the
+ * server issued in an earlier `welcome.identity`. Without one, a room that
+ * allows anonymous viewers issues a fresh identity. `participant` is a
+ * client-chosen id kept for older clients: it is never trusted and is
+ * ignored (votes count under the token's subject). `name` is a display
+ * name (at most 40 characters), not an identity. `epoch` + `since` ask
+ * to resume after room frame `since` of `epoch`.
  */
 export interface Hello {
   type: "hello";
@@ -16,14 +106,86 @@ export interface Hello {
 }
 
 /**
- * Vote for `option` (0-based index) in vote window `window`.
- *
- * A second vote in the same window replaces the first; it is never counted twice.
+ * The limits this server enforces on this connection.
  */
-export interface Vote {
-  type: "vote";
-  window: number;
-  option: number;
+export interface Limits {
+  max_message_bytes: number;
+  messages_per_s: number;
+  message_burst: number;
+  reactions_per_s: number;
+  reaction_burst: number;
+  history_frames: number;
+}
+
+/**
+ * The room's aggregate mood (latest value, time-decayed, at most once per tick).
+ */
+export interface Mood {
+  type: "mood";
+  epoch: string;
+  seq: number;
+  valence: number;
+  arousal: number;
+  intensity: number;
+  reactions: Record<string, number>;
+}
+
+/**
+ * The narrator's (engine's) state for this room: ok, busy (queued), stalled, down.
+ */
+export interface Narrator {
+  type: "narrator";
+  epoch: string;
+  seq: number;
+  state: "busy" | "down" | "ok" | "stalled";
+  message?: string;
+}
+
+/**
+ * One choice on a ballot.
+ */
+export interface Option {
+  index: number;
+  text: string;
+}
+
+/**
+ * The room entered `phase`; `reason` says why when paused.
+ */
+export interface Phase {
+  type: "phase";
+  epoch: string;
+  seq: number;
+  phase: "narrating" | "paused" | "resolving" | "voting";
+  beat: number;
+  reason?: string | null;
+}
+
+/**
+ * Liveness/latency probe, answered by `pong` with the same nonce.
+ */
+export interface Ping {
+  type: "ping";
+  nonce?: number;
+}
+
+/**
+ * Answer to `ping`.
+ */
+export interface Pong {
+  type: "pong";
+  nonce: number;
+  server_time_ms: number;
+}
+
+/**
+ * How many distinct participants are in the room (latest value).
+ */
+export interface Presence {
+  type: "presence";
+  epoch: string;
+  seq: number;
+  viewers: number;
 }
 
 /**
@@ -37,240 +199,21 @@ export interface React {
 }
 
 /**
- * Liveness/latency probe, answered by `pong` with the same nonce.
- */
-export interface Ping {
-  type: "ping";
-  nonce?: number;
-}
-
-/**
- * Narration of beat `beat` begins; `choice` is the winning option that drives it.
- */
-export interface BeatStart {
-  type: "beat_start";
-  epoch?: string;
-  seq?: number;
-  beat: number;
-  choice?: string | null;
-}
-
-/**
- * Narration text of the current beat, coalesced per tick. Append `text`.
- */
-export interface Token {
-  type: "token";
-  epoch?: string;
-  seq?: number;
-  beat: number;
-  text: string;
-}
-
-/**
- * Beat `beat` is committed; `text` is its whole text (for reconciliation).
- */
-export interface BeatEnd {
-  type: "beat_end";
-  epoch?: string;
-  seq?: number;
-  beat: number;
-  text: string;
-}
-
-/**
- * The partial text of beat `beat` is discarded (engine failure); it will be retold.
- */
-export interface BeatAbort {
-  type: "beat_abort";
-  epoch?: string;
-  seq?: number;
-  beat: number;
-  reason: string;
-}
-
-/**
- * A vote window opens. It closes `duration_ms` after it was sent.
- */
-export interface Ballot {
-  type: "ballot";
-  epoch?: string;
-  seq?: number;
-  window: number;
-  beat: number;
-  options: Option[];
-  duration_ms: number;
-  closes_at_ms: number;
-  mode?: "plurality";
-}
-
-/**
- * One choice on a ballot.
- */
-export interface Option {
-  index: number;
-  text: string;
-}
-
-/**
- * Live counts of the open window (latest value, at most once per tick).
- */
-export interface Tally {
-  type: "tally";
-  epoch?: string;
-  seq?: number;
-  window: number;
-  counts: number[];
-  voters: number;
-}
-
-/**
- * The window closed: `winner` is an option index; `tie_break` explains how it won.
- */
-export interface VoteResult {
-  type: "vote_result";
-  epoch?: string;
-  seq?: number;
-  window: number;
-  winner: number;
-  text: string;
-  counts: number[];
-  voters: number;
-  tie_break?: string | null;
-}
-
-/**
- * The room's aggregate mood (latest value, time-decayed, at most once per tick).
- */
-export interface Mood {
-  type: "mood";
-  epoch?: string;
-  seq?: number;
-  valence: number;
-  arousal: number;
-  intensity: number;
-  reactions: Record<string, number>;
-}
-
-/**
- * How many distinct participants are in the room (latest value).
- */
-export interface Presence {
-  type: "presence";
-  epoch?: string;
-  seq?: number;
-  viewers: number;
-}
-
-/**
- * The room entered `phase`; `reason` says why when paused.
- */
-export interface Phase {
-  type: "phase";
-  epoch?: string;
-  seq?: number;
-  phase: "narrating" | "paused" | "resolving" | "voting";
-  beat: number;
-  reason?: string | null;
-}
-
-/**
- * The narrator's (engine's) state for this room: ok, busy (queued), stalled, down.
- */
-export interface Narrator {
-  type: "narrator";
-  epoch?: string;
-  seq?: number;
-  state: "busy" | "down" | "ok" | "stalled";
-  message?: string;
-}
-
-/**
- * The scene of beat `beat` (sent after its `beat_end`, before the ballot).
+ * The story was rewound to beat `beat`: replace the story with `story`.
  *
- * For scenes and overlays. Validated before it is sent; `source` is
- * `fallback` when the engine's cue failed its schema twice and the server
- * built one from the story state.
+ * `story` is the story now (its last beats, as in a snapshot; `truncated`
+ * when older ones are left out). The beats that followed `beat` are kept in
+ * the transcript as branch `branch`. What comes next follows as usual frames
+ * (`phase`, then a `ballot` for beat `beat`).
  */
-export interface Cue {
-  type: "cue";
-  epoch?: string;
-  seq?: number;
-  beat: number;
-  location: string;
-  time_of_day: string;
-  weather: string;
-  lighting: string;
-  music: string;
-  characters: string[];
-  image_prompt: string;
-  source?: "engine" | "fallback";
-}
-
-/**
- * Why beat `beat` went as it did (sent after its `beat_end`; kept by the room).
- *
- * `ballot`, `counts`, `winner`, `voters` and `tie_break` are those of
- * the vote that chose `choice` (empty for the opening beat); `mood` is the
- * room's mood when the beat was requested; `tone` and `directive` the tone
- * directive applied; `state` and `lore` what the prompt was given.
- */
-export interface Why {
-  type: "why";
-  epoch?: string;
-  seq?: number;
-  beat: number;
-  choice?: string | null;
-  ballot?: string[];
-  counts?: number[];
-  winner?: number | null;
-  voters?: number;
-  tie_break?: string | null;
-  mood?: Record<string, number>;
-  tone?: string | null;
-  directive?: string | null;
-  state?: StoryState | null;
-  lore?: string[];
-}
-
-/**
- * The compact story state a beat's prompt was built from.
- */
-export interface StoryState {
-  location?: string;
-  present?: string[];
-  carrying?: string[];
-  goal?: string | null;
-  summary?: string;
-}
-
-/**
- * Answer to `hello`. `recovered` is set when the hello asked to resume.
- *
- * `recovered: true`: the missed frames follow, in order, then live frames.
- * `recovered: false`: a `snapshot` follows; the client must resync from it.
- */
-export interface Welcome {
-  type: "welcome";
-  protocol: number;
-  room: string;
-  participant: string;
+export interface Rewind {
+  type: "rewind";
   epoch: string;
   seq: number;
-  recovered?: boolean | null;
-  limits: Limits;
-  reactions: string[];
-  tick_ms: number;
-}
-
-/**
- * The limits this server enforces on this connection.
- */
-export interface Limits {
-  max_message_bytes: number;
-  messages_per_s: number;
-  message_burst: number;
-  reactions_per_s: number;
-  history_frames: number;
+  beat: number;
+  branch: number;
+  story: StoryBeat[];
+  truncated?: boolean;
 }
 
 /**
@@ -306,13 +249,48 @@ export interface StoryBeat {
 }
 
 /**
- * Something the client sent was not applied; `code` is from docs/protocol.md.
+ * The compact story state a beat's prompt was built from.
  */
-export interface Error {
-  type: "error";
-  code: string;
-  message: string;
-  ref?: string | null;
+export interface StoryState {
+  location?: string;
+  present?: string[];
+  carrying?: string[];
+  goal?: string | null;
+  summary?: string;
+}
+
+/**
+ * Live counts of the open window (latest value, at most once per tick).
+ */
+export interface Tally {
+  type: "tally";
+  epoch: string;
+  seq: number;
+  window: number;
+  counts: number[];
+  voters: number;
+}
+
+/**
+ * Narration text of the current beat, coalesced per tick. Append `text`.
+ */
+export interface Token {
+  type: "token";
+  epoch: string;
+  seq: number;
+  beat: number;
+  text: string;
+}
+
+/**
+ * Vote for `option` (0-based index) in vote window `window`.
+ *
+ * A second vote in the same window replaces the first; it is never counted twice.
+ */
+export interface Vote {
+  type: "vote";
+  window: number;
+  option: number;
 }
 
 /**
@@ -326,22 +304,75 @@ export interface VoteAck {
 }
 
 /**
- * Answer to `ping`.
+ * The window closed: `winner` is an option index; `tie_break` explains how it won.
  */
-export interface Pong {
-  type: "pong";
-  nonce: number;
-  server_time_ms: number;
+export interface VoteResult {
+  type: "vote_result";
+  epoch: string;
+  seq: number;
+  window: number;
+  winner: number;
+  text: string;
+  counts: number[];
+  voters: number;
+  tie_break?: string | null;
+}
+
+/**
+ * Answer to `hello`. `recovered` is set when the hello asked to resume.
+ *
+ * `recovered: true`: the missed frames follow, in order, then live frames.
+ * `recovered: false`: a `snapshot` follows; the client must resync from it.
+ */
+export interface Welcome {
+  type: "welcome";
+  protocol: number;
+  room: string;
+  participant: string;
+  role?: "host" | "moderator" | "overlay" | "viewer";
+  identity?: string | null;
+  epoch: string;
+  seq: number;
+  recovered?: boolean | null;
+  limits: Limits;
+  reactions: string[];
+  tick_ms: number;
+}
+
+/**
+ * Why beat `beat` went as it did (sent after its `beat_end`; kept by the room).
+ *
+ * `ballot`, `counts`, `winner`, `voters` and `tie_break` are those of
+ * the vote that chose `choice` (empty for the opening beat); `mood` is the
+ * room's mood when the beat was requested; `tone` and `directive` the tone
+ * directive applied; `state` and `lore` what the prompt was given.
+ */
+export interface Why {
+  type: "why";
+  epoch: string;
+  seq: number;
+  beat: number;
+  choice?: string | null;
+  ballot?: string[];
+  counts?: number[];
+  winner?: number | null;
+  voters?: number;
+  tie_break?: string | null;
+  mood?: Record<string, number>;
+  tone?: string | null;
+  directive?: string | null;
+  state?: StoryState | null;
+  lore?: string[];
 }
 
 /** Every message a client may send. */
 export type ClientMessage = Hello | Vote | React | Ping;
 
 /** Every message the server sends (room frames and personal messages). */
-export type ServerMessage = BeatStart | Token | BeatEnd | BeatAbort | Ballot | Tally | VoteResult | Mood | Presence | Phase | Narrator | Cue | Why | Welcome | Snapshot | Error | VoteAck | Pong;
+export type ServerMessage = BeatStart | Token | BeatEnd | BeatAbort | Ballot | Tally | VoteResult | Mood | Presence | Phase | Narrator | Cue | Why | Rewind | Welcome | Snapshot | Error | VoteAck | Pong;
 
 /** Room frames: they carry `(epoch, seq)` and count for resume. */
-export type RoomFrame = BeatStart | Token | BeatEnd | BeatAbort | Ballot | Tally | VoteResult | Mood | Presence | Phase | Narrator | Cue | Why;
+export type RoomFrame = Ballot | BeatAbort | BeatEnd | BeatStart | Cue | Mood | Narrator | Phase | Presence | Rewind | Tally | Token | VoteResult | Why;
 
 /** The `type` tag of every server message, mapped to its message. */
 export interface ServerMessageMap {
@@ -358,6 +389,7 @@ export interface ServerMessageMap {
   "narrator": Narrator;
   "cue": Cue;
   "why": Why;
+  "rewind": Rewind;
   "welcome": Welcome;
   "snapshot": Snapshot;
   "error": Error;
@@ -365,6 +397,9 @@ export interface ServerMessageMap {
   "pong": Pong;
 }
 
-export type ErrorCode = "bad_message" | "unknown_type" | "invalid_message" | "too_large" | "rate_limited" | "not_joined" | "already_joined" | "not_in_phase" | "window_closed" | "unknown_option" | "rejected" | "internal";
+export type ErrorCode = "already_joined" | "bad_message" | "forbidden" | "internal" | "invalid_message" | "not_in_phase" | "not_joined" | "rate_limited" | "rejected" | "too_large" | "unauthorized" | "unknown_beat" | "unknown_option" | "unknown_type" | "window_closed";
+
+/** WebSocket close codes the server uses (docs/protocol.md). */
+export type CloseCode = 1001 | 1009 | 1011 | 4001 | 4002 | 4003 | 4004 | 4008 | 4009 | 4011 | 4029 | 4401;
 
 export declare const SUBPROTOCOLS: {"json":"fablecast.v1.json","msgpack":"fablecast.v1.msgpack"};

@@ -640,4 +640,4 @@ class Room:
 
 
 def _error(code: ErrorCode, message: str) -> fx.Reply:
-    return fx.Reply(m.Error(code=code.value, message=message))
+    return fx.Reply(m.Error(code=code, message=message))

@@ -45,6 +45,7 @@ def welcome(epoch: str = "e1", seq: int = 0, recovered: bool | None = None, **kw
             messages_per_s=20,
             message_burst=40,
             reactions_per_s=5,
+            reaction_burst=10,
             history_frames=1024,
         ),
         "reactions": ["joy"],

@@ -181,6 +181,52 @@ async def test_seq_gap_reconnects_with_resume_and_yields_each_frame_once() -> No
         assert second.name == "n"
 
 
+async def test_server_issued_identity_is_sent_back_on_every_reconnect() -> None:
+    async def script(conn: Conn) -> None:
+        if conn.index == 0:
+            await conn.send(welcome(seq=5, participant="anon-1", identity="tok-anon-1"))
+            await conn.send(snapshot(seq=5), token(6), token(8))
+        else:
+            await conn.send(welcome(seq=9, recovered=True, participant="anon-1", identity=None))
+            await conn.send(token(7), token(8), token(9))
+        await conn.hold()
+
+    async with FakeServer(script) as server:
+        async with FablecastClient(server.url, backoff=FAST) as c:
+            await collect(c, 7)
+            assert c.token == "tok-anon-1" and c.participant == "anon-1"
+        first, second = server.hellos
+        assert first.token is None and second.token == "tok-anon-1"
+
+
+async def test_a_refused_anonymous_identity_is_dropped_and_a_new_one_taken() -> None:
+    async def script(conn: Conn) -> None:
+        if conn.index == 0:
+            await conn.send(welcome(seq=5, participant="anon-1", identity="tok-1"), snapshot(seq=5))
+            await conn.close(1011)  # e.g. the node restarted
+        elif conn.index == 1:
+            await conn.close(4401, "unauthorized")  # with new keys: tok-1 no longer verifies
+        else:
+            await conn.send(welcome(seq=0, participant="anon-2", identity="tok-2"), snapshot())
+            await conn.hold()
+
+    async with FakeServer(script) as server:
+        async with FablecastClient(server.url, backoff=FAST) as c:
+            await collect(c, 4)
+            assert c.token == "tok-2" and c.participant == "anon-2"
+        assert [h.token for h in server.hellos] == [None, "tok-1", None]
+
+
+async def test_a_given_token_is_sent() -> None:
+    async def script(conn: Conn) -> None:
+        await conn.send(welcome(role="moderator"), snapshot())
+        await conn.hold()
+
+    async with FakeServer(script) as server, FablecastClient(server.url, token="op-tok") as c:
+        await collect(c, 2)
+        assert server.hellos[0].token == "op-tok" and c.token == "op-tok"
+
+
 async def test_seq_gap_without_reconnect_raises() -> None:
     async def script(conn: Conn) -> None:
         await conn.send(welcome(seq=1), snapshot(seq=1), token(2), token(4))
@@ -247,7 +293,7 @@ async def test_abrupt_connection_loss_resumes() -> None:
         assert server.hellos[1].since == 1
 
 
-@pytest.mark.parametrize("code", [4001, 4003, 4004, 4009, 4029])
+@pytest.mark.parametrize("code", [4001, 4003, 4004, 4009, 4029, 4401])
 async def test_fatal_close_codes_raise_with_the_code(code: int) -> None:
     async def script(conn: Conn) -> None:
         await conn.send(welcome(), snapshot())

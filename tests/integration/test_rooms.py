@@ -18,7 +18,9 @@ async def test_join_stream_vote_and_the_winner_drives_the_next_beat(node: Node, 
     c = await connect(node, codec, hello=m.Hello(participant="alice"))
     welcome = await c.recv()
     assert isinstance(welcome, m.Welcome)
-    assert welcome.participant == "alice" and welcome.room == "demo"
+    # hello.participant is never trusted: the server issued an anonymous identity.
+    assert welcome.participant.startswith("anon-") and welcome.room == "demo"
+    assert welcome.role == "viewer" and welcome.identity is not None
     snapshot = await c.recv()
     assert isinstance(snapshot, m.Snapshot) and snapshot.seq == welcome.seq
 
@@ -96,7 +98,9 @@ async def test_late_join_gets_the_story_so_far(node: Node) -> None:
 
 
 async def test_repeated_and_changed_votes_count_once(node: Node) -> None:
-    c = await connect(node, hello=m.Hello(participant="v"))
+    c = await connect(node)
+    welcome = await c.until(lambda f: isinstance(f, m.Welcome))
+    assert isinstance(welcome, m.Welcome)
     ballot = await c.until(lambda f: isinstance(f, m.Ballot))
     assert isinstance(ballot, m.Ballot)
     statuses = []
@@ -106,8 +110,8 @@ async def test_repeated_and_changed_votes_count_once(node: Node) -> None:
         assert isinstance(ack, m.VoteAck)
         statuses.append(ack.status)
     assert statuses == ["counted", "unchanged", "changed"]
-    # A second connection of the same participant is the same voter.
-    twin = await connect(node, hello=m.Hello(participant="v"))
+    # A second connection of the same identity (another tab) is the same voter.
+    twin = await connect(node, hello=m.Hello(token=welcome.identity))
     await twin.send(m.Vote(window=ballot.window, option=2))
     ack = await twin.until(lambda f: isinstance(f, m.VoteAck))
     assert isinstance(ack, m.VoteAck) and ack.status == "unchanged"

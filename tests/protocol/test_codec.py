@@ -13,9 +13,12 @@ from fablecast.protocol.codec import (
     CODECS,
     DEFAULT_MAX_MESSAGE_BYTES,
     JSON,
+    MAX_DEPTH,
     MSGPACK,
     Codec,
     codec_for_subprotocol,
+    json_depth,
+    msgpack_depth,
 )
 from fablecast.protocol.codes import ErrorCode
 from fablecast.protocol.errors import ProtocolError
@@ -119,6 +122,7 @@ PERSONAL_SAMPLES: list[m.ServerMessage] = [
             messages_per_s=20.0,
             message_burst=40,
             reactions_per_s=4.0,
+            reaction_burst=8,
             history_frames=4096,
         ),
         reactions=list(m.REACTIONS),
@@ -289,7 +293,7 @@ def test_unknown_or_missing_type(codec: Codec, obj: object) -> None:
     "obj",
     [
         {"type": "vote", "window": 0, "option": 1},
-        {"type": "vote", "window": 1, "option": 5},
+        {"type": "vote", "window": 1, "option": 2**53 + 1},
         {"type": "vote", "window": 1, "option": -1},
         {"type": "vote", "window": 1},
         {"type": "vote", "window": "1", "option": 1},
@@ -388,3 +392,60 @@ def test_protocol_error_repr_and_fields() -> None:
     err = ProtocolError(ErrorCode.REJECTED, "nope")
     assert (err.code, err.message, str(err)) == (ErrorCode.REJECTED, "nope", "nope")
     assert repr(err) == "ProtocolError('rejected', 'nope')"
+
+
+def _nested(depth: int) -> object:
+    value: object = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+@BOTH
+@pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 1000, 20_000])
+def test_deep_nesting_is_invalid_message_not_recursion_error(codec: Codec, depth: int) -> None:
+    """A frame nested past MAX_DEPTH (1,000 levels: ~2 KB) is refused before decoding."""
+    if codec.is_text:
+        data: bytes | str = '{"type":"hello","x":' + "[" * depth + "]" * depth + "}"
+    else:
+        # Build the MessagePack bytes by hand: msgspec's encoder would recurse too.
+        data = b"\x82\xa4type\xa5hello\xa1x" + b"\x91" * (depth - 1) + b"\x90"
+    err = decode_error(codec, data)
+    assert err.code is ErrorCode.INVALID_MESSAGE
+    assert f"deeper than {MAX_DEPTH}" in err.message
+
+
+@BOTH
+def test_nesting_up_to_max_depth_decodes(codec: Codec) -> None:
+    # The message map is level 1, so the unknown field may nest MAX_DEPTH - 1 deep.
+    obj = {"type": "vote", "window": 3, "option": 2, "future": _nested(MAX_DEPTH - 1)}
+    assert codec.decode_client(frame(codec, obj)) == m.Vote(window=3, option=2)
+
+
+def test_json_depth_skips_brackets_inside_strings() -> None:
+    assert json_depth('{"type":"hello","name":"[[[[{{{{"}') == 1
+    assert json_depth('{"a":"\\"[[[","b":[[1]]}') == 3
+    assert json_depth("[[[") == 3  # malformed: some number; the decoder reports it
+
+
+def test_msgpack_depth_walks_every_kind_of_object() -> None:
+    value = {
+        "s": "x" * 300,
+        "b": b"\x00" * 70_000,
+        "i": [1, -1, 300, -300, 2**40, -(2**40), 1.5],
+        "m": {"k": [None, True, False, {"deep": [[["end"]]]}]},
+        "e": msgspec.msgpack.Ext(1, b"abcd"),
+    }
+    assert msgpack_depth(msgspec.msgpack.encode(value)) == 7
+    assert msgpack_depth(b"\xc1") == 0  # never-used byte: the decoder reports it
+    assert msgpack_depth(b"\x91\x91") == 2  # truncated
+
+
+def test_recursion_error_is_a_backstop(monkeypatch: pytest.MonkeyPatch) -> None:
+    codec = Codec("json", SUBPROTOCOL_JSON, is_text=True)
+
+    def boom(data: object) -> object:
+        raise RecursionError
+
+    monkeypatch.setattr(codec, "_dec_client", type("D", (), {"decode": staticmethod(boom)})())
+    assert decode_error(codec, '{"type":"ping"}').code is ErrorCode.INVALID_MESSAGE

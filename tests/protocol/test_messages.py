@@ -96,7 +96,7 @@ def test_participant_pattern_rejects_trailing_newline(participant: str) -> None:
     [
         (m.Vote, {"window": 0, "option": 0}),
         (m.Vote, {"window": 2**53 + 1, "option": 0}),
-        (m.Vote, {"window": 1, "option": 5}),
+        (m.Vote, {"window": 1, "option": 2**53 + 1}),
         (m.Vote, {"window": 1, "option": -1}),
         (m.Vote, {"window": 1}),
         (m.Vote, {"option": 1}),

@@ -6,6 +6,7 @@ whose ``func(args) -> int`` runs the command; none of them imports this module
 
 - ``fablecast.server.cli``: ``serve``
 - ``fablecast.server.store.cli``: ``transcript``, ``room rewind|fork``
+- ``fablecast.server.tokencli``: ``token``
 - ``fablecast.client.commands``: ``watch``, ``play``
 - ``fablecast.inference.cli``: ``model prepare``
 - ``fablecast.bench.cli``: ``bench fanout|votes|soak|engine|plots``
@@ -23,6 +24,7 @@ from collections.abc import Sequence
 _REGISTRANTS = (
     "fablecast.server.cli",
     "fablecast.server.store.cli",
+    "fablecast.server.tokencli",
     "fablecast.client.commands",
     "fablecast.inference.cli",
     "fablecast.bench.cli",

@@ -138,6 +138,7 @@ class BaselineServer:
                 messages_per_s=100.0,
                 message_burst=100,
                 reactions_per_s=10.0,
+                reaction_burst=20,
                 history_frames=0,
             ),
             reactions=list(REACTIONS),

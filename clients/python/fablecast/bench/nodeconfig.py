@@ -25,6 +25,16 @@ def bench_config(opts: dict[str, Any]) -> Config:
     folder (so no bench restores another's rooms); ``store: false`` turns it off.
     """
     server: dict[str, Any] = {"host": "127.0.0.1", "port": 0, "tick_ms": int(opts["tick_ms"])}
+    # Every simulated viewer connects from loopback: per-address limits (sized for
+    # one host of real people, docs/security.md) would cap the bench at 32 viewers.
+    server |= {
+        "max_connections_per_address": 1_000_000,
+        "address_messages_per_s": 1e9,
+        "address_message_burst": 1_000_000_000,
+        "anonymous_votes_per_address": 1_000_000_000,
+        "anonymous_reactions_per_address_per_s": 1e9,
+        "anonymous_reaction_burst_per_address": 1_000_000_000,
+    }
     server.update({k: v for k, v in dict(opts.get("server") or {}).items() if k in _SERVER_KEYS})
     room: dict[str, Any] = {
         "narration_tokens": int(opts.get("beat_tokens", 4096)),

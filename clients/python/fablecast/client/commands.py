@@ -477,6 +477,7 @@ async def run_session(args: argparse.Namespace, *, interactive: bool) -> int:
         args.url,
         codec=args.codec,
         participant=args.participant,
+        token=args.token or os.environ.get("FABLECAST_TOKEN") or None,
         name=args.name,
         since=args.since,
         epoch=args.epoch,
@@ -553,7 +554,14 @@ def _common(parser: argparse.ArgumentParser) -> None:
         default="json",
         help="wire encoding (WebSocket subprotocol); default json",
     )
-    parser.add_argument("--participant", metavar="ID", help="participant id (default: random)")
+    parser.add_argument(
+        "--participant", metavar="ID", help="participant id (ignored by servers with tokens)"
+    )
+    parser.add_argument(
+        "--token",
+        help="signed token for hello (fablecast token ...; default: $FABLECAST_TOKEN, "
+        "else the server issues an anonymous identity)",
+    )
     parser.add_argument("--name", help="display name sent in hello")
     parser.add_argument(
         "--since", type=int, metavar="SEQ", help="resume after room frame SEQ (with --epoch)"

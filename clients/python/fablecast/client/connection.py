@@ -6,8 +6,10 @@ Usage::
         async for msg in client:
             ...  # every server message, room frames exactly once and in seq order
 
-The client keeps one participant id for its whole life (so a vote survives a
-reconnect without being counted twice), tracks the ``epoch`` and the ``seq`` of
+The client keeps one identity for its whole life (so a vote survives a
+reconnect without being counted twice): the ``token`` it was given, or else the
+anonymous identity the server issues in its first ``welcome.identity``, sent
+back as ``hello.token`` on every reconnect. It tracks the ``epoch`` and the ``seq`` of
 the last room frame it yielded, and when the connection drops (or a seq gap shows
 the stream is broken) it reconnects with jittered exponential backoff and sends
 ``hello`` with ``epoch`` + ``since`` to resume. Frames it has already yielded are
@@ -215,6 +217,7 @@ class FablecastClient:
         *,
         codec: CodecName = "json",
         participant: str | None = None,
+        token: str | None = None,
         name: str | None = None,
         since: int | None = None,
         epoch: str | None = None,
@@ -243,6 +246,9 @@ class FablecastClient:
         self.max_size = max_size
         self._rng = rng or random.Random()
         self._participant = participant or new_participant_id()
+        #: hello.token: an operator token, or the server-issued anonymous identity.
+        self._token = token
+        self._anonymous = False  # whether _token is a server-issued anonymous identity
         self._epoch = epoch
         self._last_seq = since
         self._ws: ClientConnection | None = None
@@ -263,6 +269,14 @@ class FablecastClient:
     def participant(self) -> str:
         """This client's participant id (kept across reconnects)."""
         return self._participant
+
+    @property
+    def token(self) -> str | None:
+        """The token sent in ``hello`` (an anonymous identity once the server issued one).
+
+        Store it to keep the same identity in a later process.
+        """
+        return self._token
 
     @property
     def epoch(self) -> str | None:
@@ -325,6 +339,7 @@ class FablecastClient:
         # Resume whenever a position is known (always after the first snapshot).
         hello = Hello(
             participant=self._participant,
+            token=self._token,
             name=self.name,
             epoch=self._epoch if self._last_seq is not None else None,
             since=self._last_seq,
@@ -416,6 +431,12 @@ class FablecastClient:
         if code in self.retry_close_codes and self.reconnect:
             log.info("connection closed (%d %s); will resume", code, reason)
             return
+        if code == CloseCode.UNAUTHORIZED and self._anonymous and self.reconnect:
+            # The server no longer accepts the identity it issued (expired, or its
+            # keys changed): drop it and join once more without a token.
+            log.info("anonymous identity refused (%s); joining with a new one", reason)
+            self._token, self._anonymous = None, False
+            return
         self._closed = True
         self._ws = None
         raise FablecastClosed(code, reason)
@@ -467,6 +488,8 @@ class FablecastClient:
         self._failures = 0
         if msg.participant:
             self._participant = msg.participant
+        if msg.identity is not None:
+            self._token, self._anonymous = msg.identity, True
         if msg.recovered:
             # The missed frames (last_seq + 1, ...) follow on this connection.
             self._epoch = msg.epoch
