@@ -38,6 +38,14 @@ class ErrorCode(StrEnum):
     #: The connection's role may not send this message in this room (e.g. an overlay voting,
     #: a viewer sending a moderator command). Nothing was applied; the connection stays open.
     FORBIDDEN = "forbidden"
+    #: A moderator named a held beat that is no longer held (approved, edited, rejected,
+    #: or dropped by a pause, kill or retell). Nothing was applied.
+    NOT_HELD = "not_held"
+    #: A moderator's text is over its limit (edit, inject) or an action would break a
+    #: room rule (e.g. vetoing the last option left). Nothing was applied.
+    OVER_LIMIT = "over_limit"
+    #: A moderator muted this participant in this room: its votes and reactions are dropped.
+    MUTED = "muted"
     #: The server failed while handling the message; nothing was applied.
     INTERNAL = "internal"
     #: A rewind or fork names a beat the room has not committed (HTTP API, docs/store.md).
@@ -71,3 +79,6 @@ class CloseCode(IntEnum):
     ROOM_FULL = 4029
     #: ``hello`` was refused: no valid token for this room (an ``unauthorized`` error says why).
     UNAUTHORIZED = 4401
+    #: A moderator banned this identity from the room: its connections are closed and
+    #: refused afterwards.
+    BANNED = 4403

@@ -107,7 +107,48 @@ class Ping(_Msg, tag="ping", kw_only=True):
     nonce: Annotated[int, Meta(ge=0, le=2**53)] = 0
 
 
-ClientMessage = Hello | Vote | React | Ping
+ModAction = Literal[
+    "watch",
+    "pause",
+    "resume",
+    "kill",
+    "close_vote",
+    "veto",
+    "approval",
+    "approve",
+    "edit",
+    "reject",
+    "inject",
+    "mute",
+    "unmute",
+    "ban",
+    "unban",
+]
+
+
+class Moderate(_Msg, tag="moderate", kw_only=True):
+    """A moderator's action on the room (docs/moderation.md). Needs a moderator or host token.
+
+    Answered by ``mod_ack`` (applied) or ``error`` (refused, nothing applied); both
+    echo ``ref``. Which fields an action needs: ``veto``: ``window``, ``option``;
+    ``approve``/``reject``: ``hold``; ``edit``: ``hold``, ``text``; ``inject``:
+    ``text``; ``approval``: ``on``; ``mute``/``unmute``/``ban``/``unban``:
+    ``participant``. ``text`` limits (edit, inject) are the room's, checked by the
+    room (``over_limit``).
+    """
+
+    action: ModAction
+    ref: Annotated[str, Meta(max_length=64)] | None = None
+    hold: Annotated[int, Meta(ge=1, le=2**53)] | None = None
+    window: WindowId | None = None
+    option: OptionIndex | None = None
+    text: Annotated[str, Meta(max_length=16384)] | None = None
+    participant: ParticipantId | None = None
+    on: bool | None = None
+    reason: Annotated[str, Meta(max_length=200)] | None = None
+
+
+ClientMessage = Hello | Vote | React | Ping | Moderate
 
 # =========================================================================== server -> client
 # ---- shapes used inside messages
@@ -191,6 +232,8 @@ class Ballot(RoomFrame, tag="ballot", kw_only=True):
     duration_ms: int
     closes_at_ms: int
     mode: Literal["plurality"] = "plurality"
+    #: Options a moderator vetoed: shown struck out, not votable, cannot win.
+    vetoed: list[int] = []
 
 
 class Tally(RoomFrame, tag="tally", kw_only=True):
@@ -385,6 +428,51 @@ class Pong(_Msg, tag="pong", kw_only=True):
     server_time_ms: int
 
 
+class ModAck(_Msg, tag="mod_ack", kw_only=True):
+    """A ``moderate`` action was applied (``ref`` echoes the request's)."""
+
+    action: str
+    ref: str | None = None
+    detail: str = ""
+
+
+class HeldBeat(msgspec.Struct, kw_only=True, gc=False):
+    """A beat waiting for a moderator: approve, edit or reject it by ``hold``."""
+
+    hold: int
+    beat: int
+    text: str
+    choice: str | None = None
+    reason: str
+    held_at_ms: int
+
+
+class AuditRecord(msgspec.Struct, kw_only=True, gc=False):
+    """Who did what: one moderator action, applied (``outcome: ok``) or refused (its code)."""
+
+    t_ms: int
+    room: str
+    subject: str
+    role: str
+    action: str
+    outcome: str
+    detail: str = ""
+
+
+class ModState(_Msg, tag="mod_state", kw_only=True):
+    """A room's moderation state, for moderators who sent ``watch`` (sent on every change)."""
+
+    room: str
+    approval: bool
+    paused: str | None = None
+    holds: list[HeldBeat]
+    muted: list[str]
+    banned: list[str]
+    inject: str | None = None
+    filter: str
+    audit: list[AuditRecord]
+
+
 RoomMessage = (
     BeatStart
     | Token
@@ -401,7 +489,7 @@ RoomMessage = (
     | Why
     | Rewind
 )
-ServerMessage = RoomMessage | Welcome | Snapshot | Error | VoteAck | Pong
+ServerMessage = RoomMessage | Welcome | Snapshot | Error | VoteAck | Pong | ModAck | ModState
 
 #: Room frame classes, for code that needs to tell room frames from personal ones.
 ROOM_FRAME_TYPES: Final = (

@@ -7,6 +7,7 @@ client-visible ones. Unknown keys are rejected so a typo never goes unnoticed.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -14,7 +15,7 @@ import msgspec
 from msgspec import Meta
 
 from fablecast.protocol.codec import DEFAULT_MAX_MESSAGE_BYTES
-from fablecast.server.room.state import DEFAULT_PREMISE, DEFAULT_TITLE, RoomSettings
+from fablecast.server.room.state import DEFAULT_PREMISE, DEFAULT_TITLE, Room, RoomSettings
 
 Positive = Annotated[float, Meta(gt=0)]
 PosInt = Annotated[int, Meta(ge=1)]
@@ -139,11 +140,38 @@ class RoomConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     #: Viewers without a token get a server-issued anonymous identity; false: a token
     #: (``fablecast token``) is needed to join.
     anonymous: bool = True
+    # Moderation (docs/moderation.md): the safety filter on every narration delta.
+    filter: bool = True
+    rating: Literal["family", "teen", "mature"] = "family"
+    blocked_terms: tuple[Annotated[str, Meta(min_length=1, max_length=64)], ...] = ()
+    allowed_terms: tuple[Annotated[str, Meta(min_length=1, max_length=64)], ...] = ()
+    #: ``module:function`` taking text, returning True for text that must not be shown.
+    classifier: Annotated[str, Meta(pattern=r"^[\w.]+:\w+$")] | None = None
+    #: Characters kept unreleased while the filter looks ahead (at least the longest term + 1).
+    holdback_chars: Annotated[int, Meta(ge=0, le=4096)] = 0
+    #: Times a blocked beat is told again before it is held for a moderator.
+    filter_retries: Annotated[int, Meta(ge=0, le=10)] = 2
+    #: Every beat waits in the hold queue until a moderator approves it.
+    approval: bool = False
+    max_edit_chars: Annotated[int, Meta(ge=1, le=16384)] = 2000
+    max_inject_chars: Annotated[int, Meta(ge=1, le=4096)] = 280
 
     def settings(self) -> RoomSettings:
-        """The pure core's view of this room: every field the two share, by name."""
+        """The pure core's view of this room: every field the two share, by name.
+
+        ``classifier`` is imported here; a path that does not import raises ValueError.
+        """
         shared = {f.name for f in dataclasses.fields(RoomSettings)} & set(self.__struct_fields__)
-        return RoomSettings(**{name: getattr(self, name) for name in shared})
+        values = {name: getattr(self, name) for name in shared if name != "classifier"}
+        if self.classifier is not None:
+            module, _, name = self.classifier.partition(":")
+            try:
+                values["classifier"] = getattr(importlib.import_module(module), name)
+            except (ImportError, AttributeError) as exc:
+                raise ValueError(
+                    f"room {self.name}: classifier {self.classifier!r}: {exc}"
+                ) from exc
+        return RoomSettings(**values)
 
 
 class StoreConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -223,4 +251,8 @@ def load_config(path: str | Path | None = None) -> Config:
         raise ConfigError(f"{p}: room names must be unique")
     for rc in config.rooms:
         apply_story(rc)
+        try:
+            Room(rc.name, rc.settings())  # terms parse, the classifier imports
+        except ValueError as exc:
+            raise ConfigError(f"{p}: {exc}") from exc
     return config

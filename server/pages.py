@@ -99,9 +99,19 @@ ROUTES: tuple[tuple[re.Pattern[str], str, str], ...] = (
     (re.compile(rf"/watch/{ROOM}/?"), "watch.html", CSP),
     (re.compile(rf"/overlay/{ROOM}/?"), "overlay.html", CSP_OVERLAY),
     (re.compile(rf"/vr/{ROOM}/?"), "vr.html", CSP),
+    # The moderator dashboard: the page is public, every action on it needs a
+    # moderator's token and is authorized by the room (docs/moderation.md).
+    (re.compile(r"/dashboard/?"), "dashboard.html", CSP),
 )
 #: The router patterns of the pages' files (``ROUTES`` checks the room names).
-PATTERNS = ("/watch/{room}", "/overlay/{room}", "/vr/{room}", "/static/{path*}", "/js/{path*}")
+PATTERNS = (
+    "/watch/{room}",
+    "/overlay/{room}",
+    "/vr/{room}",
+    "/dashboard",
+    "/static/{path*}",
+    "/js/{path*}",
+)
 _SAFE_PART = re.compile(r"[A-Za-z0-9_@][A-Za-z0-9_.@-]*")
 
 
@@ -308,6 +318,7 @@ def install(
         "/watch/{room}",
         "/overlay/{room}",
         "/vr/{room}",
+        "/dashboard",
         "/static/{path*}",
         "/js/{path*}",
     ):

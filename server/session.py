@@ -48,6 +48,7 @@ from fablecast.server.auth import Action, Principal, authorize
 from fablecast.server.config import ServerConfig
 from fablecast.server.limits import AddressLimits, AnonymousVoteQuota, TokenBucket
 from fablecast.server.metrics import Metrics
+from fablecast.server.moderation.types import Principal as ModeratorPrincipal
 from fablecast.server.room import effects as fx
 from fablecast.server.room.runner import RoomRunner
 from fablecast.server.wire import ws_frame
@@ -486,6 +487,10 @@ class Session:
                 self.send_now(m.Pong(nonce=nonce, server_time_ms=int(time.time() * 1000)))
             case m.Hello():
                 self.error(ErrorCode.ALREADY_JOINED, "hello was already received", ref="hello")
+            case m.Moderate():
+                # The room core authorizes (role, room scope) and audits every one.
+                who = self.principal or ModeratorPrincipal(participant)
+                runner.dispatch(fx.Moderated(who, msg), origin=self)
 
 
 def _tag(msg: m.ClientMessage) -> str:

@@ -151,6 +151,9 @@ class Admission:
             if hello is None or not self.admit(session, runner, hello):
                 await ws.wait_closed()  # let the closing handshake carry our code
                 return
+            if _banned(session, runner):
+                await ws.wait_closed()
+                return
             self.join(session, runner, hello)
             joined = True
             async for data in ws:
@@ -261,6 +264,16 @@ class Admission:
         runner.fanout.attach(session)
         runner.dispatch(fx.ViewerJoined(participant), origin=session)
         self.rooms.audience_changed(runner)
+
+
+def _banned(session: Session, runner: RoomRunner) -> bool:
+    """A moderator banned this identity (the token's subject) from the room: close 4403
+    before any welcome."""
+    principal = session.principal
+    if principal is None or principal.subject not in runner.room.mod.banned:
+        return False
+    session.close(CloseCode.BANNED, "banned from this room by a moderator")
+    return True
 
 
 def select_subprotocol(

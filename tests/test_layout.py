@@ -26,6 +26,7 @@ PURE = [
     *sorted((ROOT / "protocol").glob("*.py")),
     *[p for p in sorted((ROOT / "server" / "room").glob("*.py")) if p.name != "runner.py"],
     ROOT / "inference" / "scheduler.py",
+    *sorted((ROOT / "server" / "moderation").glob("*.py")),
 ]
 FORBIDDEN_IN_PURE = {"asyncio", "socket", "time", "websockets", "selectors", "threading"}
 

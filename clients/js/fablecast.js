@@ -15,7 +15,7 @@
 //   (a "reset": drop local state and rebuild from it), never a silent gap.
 // - The participant identity is kept across reconnects (and across page loads when
 //   a `storage` is given), so a vote counts once.
-// - Close codes that say "do not reconnect" (1009, 4001, 4003, 4004, 4011) stop it.
+// - Close codes that say "do not reconnect" (1009, 4001, 4003, 4004, 4011, 4403) stop it.
 //
 // Events (an EventTarget; `event.detail` is the message):
 //   "message"  every server message, after seq bookkeeping (room frames, welcome, snapshot, ...)
@@ -42,7 +42,7 @@ export const SUBPROTOCOLS = Object.freeze({ json: "fablecast.v1.json", msgpack: 
 export const REACTIONS = Object.freeze(["joy", "laugh", "love", "surprise", "fear", "anger", "sad", "bored"]);
 
 /** Close codes after which reconnecting cannot help (docs/protocol.md, "Close codes"). */
-export const FINAL_CLOSE_CODES = new Set([1009, 4001, 4003, 4004, 4011, 4401]);
+export const FINAL_CLOSE_CODES = new Set([1009, 4001, 4003, 4004, 4011, 4401, 4403]);
 /** The token in hello was refused (close 4401). */
 const UNAUTHORIZED = 4401;
 /** Close codes that ask for a longer wait before coming back. */
@@ -450,12 +450,16 @@ export class RoomState {
       case "beat_abort":
         if (this.partial?.beat === msg.beat) this.partial.text = "";
         return "beat_abort";
-      case "ballot":
+      case "ballot": {
+        // The same window again: a moderator vetoed an option (or resumed a paused
+        // vote). Counts and my vote stand, unless my vote was for a vetoed option.
+        const again = this.ballot !== null && this.ballot.window === msg.window;
         this._setBallot(msg);
-        this.tally = null;
+        if (!again) this.tally = null;
         this.result = null;
-        this.myVote = null;
+        if (!again || (msg.vetoed ?? []).includes(this.myVote)) this.myVote = null;
         return "ballot";
+      }
       case "tally":
         if (this.ballot && msg.window === this.ballot.window) this.tally = msg;
         return "tally";
@@ -514,6 +518,9 @@ export class RoomState {
    */
   notice() {
     const fresh = !this.hasText;
+    if (this.phase === "paused" && (this.phaseReason === "moderator" || this.phaseReason === "killed")) {
+      return { kind: "paused", text: "A moderator paused the story. It will continue shortly." };
+    }
     if (this.phase === "paused" && this.phaseReason === "empty") {
       return { kind: "waiting", text: "The story is paused until someone is watching." };
     }

@@ -2,6 +2,19 @@
 // Fablecast protocol v1.
 
 /**
+ * Who did what: one moderator action, applied (`outcome: ok`) or refused (its code).
+ */
+export interface AuditRecord {
+  t_ms: number;
+  room: string;
+  subject: string;
+  role: string;
+  action: string;
+  outcome: string;
+  detail?: string;
+}
+
+/**
  * A vote window opens. It closes `duration_ms` after it was sent.
  */
 export interface Ballot {
@@ -14,6 +27,7 @@ export interface Ballot {
   duration_ms: number;
   closes_at_ms: number;
   mode?: "plurality";
+  vetoed?: number[];
 }
 
 /**
@@ -85,6 +99,18 @@ export interface Error {
 }
 
 /**
+ * A beat waiting for a moderator: approve, edit or reject it by `hold`.
+ */
+export interface HeldBeat {
+  hold: number;
+  beat: number;
+  text: string;
+  choice?: string | null;
+  reason: string;
+  held_at_ms: number;
+}
+
+/**
  * First message of every connection: who I am, and where I left off.
  *
  * `token` is the signed identity: a token issued by the room's operator
@@ -115,6 +141,55 @@ export interface Limits {
   reactions_per_s: number;
   reaction_burst: number;
   history_frames: number;
+}
+
+/**
+ * A `moderate` action was applied (`ref` echoes the request's).
+ */
+export interface ModAck {
+  type: "mod_ack";
+  action: string;
+  ref?: string | null;
+  detail?: string;
+}
+
+/**
+ * A room's moderation state, for moderators who sent `watch` (sent on every change).
+ */
+export interface ModState {
+  type: "mod_state";
+  room: string;
+  approval: boolean;
+  paused?: string | null;
+  holds: HeldBeat[];
+  muted: string[];
+  banned: string[];
+  inject?: string | null;
+  filter: string;
+  audit: AuditRecord[];
+}
+
+/**
+ * A moderator's action on the room (docs/moderation.md). Needs a moderator or host token.
+ *
+ * Answered by `mod_ack` (applied) or `error` (refused, nothing applied); both
+ * echo `ref`. Which fields an action needs: `veto`: `window`, `option`;
+ * `approve`/`reject`: `hold`; `edit`: `hold`, `text`; `inject`:
+ * `text`; `approval`: `on`; `mute`/`unmute`/`ban`/`unban`:
+ * `participant`. `text` limits (edit, inject) are the room's, checked by the
+ * room (`over_limit`).
+ */
+export interface Moderate {
+  type: "moderate";
+  action: "approval" | "approve" | "ban" | "close_vote" | "edit" | "inject" | "kill" | "mute" | "pause" | "reject" | "resume" | "unban" | "unmute" | "veto" | "watch";
+  ref?: string | null;
+  hold?: number | null;
+  window?: number | null;
+  option?: number | null;
+  text?: string | null;
+  participant?: string | null;
+  on?: boolean | null;
+  reason?: string | null;
 }
 
 /**
@@ -366,10 +441,10 @@ export interface Why {
 }
 
 /** Every message a client may send. */
-export type ClientMessage = Hello | Vote | React | Ping;
+export type ClientMessage = Hello | Vote | React | Ping | Moderate;
 
 /** Every message the server sends (room frames and personal messages). */
-export type ServerMessage = BeatStart | Token | BeatEnd | BeatAbort | Ballot | Tally | VoteResult | Mood | Presence | Phase | Narrator | Cue | Why | Rewind | Welcome | Snapshot | Error | VoteAck | Pong;
+export type ServerMessage = BeatStart | Token | BeatEnd | BeatAbort | Ballot | Tally | VoteResult | Mood | Presence | Phase | Narrator | Cue | Why | Rewind | Welcome | Snapshot | Error | VoteAck | Pong | ModAck | ModState;
 
 /** Room frames: they carry `(epoch, seq)` and count for resume. */
 export type RoomFrame = Ballot | BeatAbort | BeatEnd | BeatStart | Cue | Mood | Narrator | Phase | Presence | Rewind | Tally | Token | VoteResult | Why;
@@ -395,11 +470,13 @@ export interface ServerMessageMap {
   "error": Error;
   "vote_ack": VoteAck;
   "pong": Pong;
+  "mod_ack": ModAck;
+  "mod_state": ModState;
 }
 
-export type ErrorCode = "already_joined" | "bad_message" | "forbidden" | "internal" | "invalid_message" | "not_in_phase" | "not_joined" | "rate_limited" | "rejected" | "too_large" | "unauthorized" | "unknown_beat" | "unknown_option" | "unknown_type" | "window_closed";
+export type ErrorCode = "already_joined" | "bad_message" | "forbidden" | "internal" | "invalid_message" | "muted" | "not_held" | "not_in_phase" | "not_joined" | "over_limit" | "rate_limited" | "rejected" | "too_large" | "unauthorized" | "unknown_beat" | "unknown_option" | "unknown_type" | "window_closed";
 
 /** WebSocket close codes the server uses (docs/protocol.md). */
-export type CloseCode = 1001 | 1009 | 1011 | 4001 | 4002 | 4003 | 4004 | 4008 | 4009 | 4011 | 4029 | 4401;
+export type CloseCode = 1001 | 1009 | 1011 | 4001 | 4002 | 4003 | 4004 | 4008 | 4009 | 4011 | 4029 | 4401 | 4403;
 
 export declare const SUBPROTOCOLS: {"json":"fablecast.v1.json","msgpack":"fablecast.v1.msgpack"};

@@ -11,7 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from fablecast.protocol.messages import Cue, NarratorState, RoomMessage, ServerMessage, StoryState
+from fablecast.protocol.messages import (
+    Cue,
+    Moderate,
+    NarratorState,
+    RoomMessage,
+    ServerMessage,
+    StoryState,
+)
+from fablecast.server.moderation.types import Actor, AuditEntry
 from fablecast.server.room.mood import MoodSnapshot
 
 TimerKind = Literal["vote_close", "reveal", "retry", "mood"]
@@ -139,6 +147,14 @@ class Rewound:
     branch: int
 
 
+@dataclass(frozen=True, slots=True)
+class Moderated:
+    """``principal`` sent a moderator ``command`` (authorized by the core, not before)."""
+
+    principal: Actor
+    command: Moderate
+
+
 Event = (
     Start
     | EngineReady
@@ -153,6 +169,7 @@ Event = (
     | TimerFired
     | NarratorStatus
     | Rewound
+    | Moderated
 )
 
 # --------------------------------------------------------------------------- effects
@@ -195,6 +212,8 @@ class RequestNarration:
     beat: int
     choice: str | None
     mood: MoodSnapshot
+    #: A plot event a moderator injected for this beat (``inject``), if any.
+    event: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +241,31 @@ class ArmTimer:
     token: int
 
 
+@dataclass(frozen=True, slots=True)
+class Disconnect:
+    """Close every connection of ``participant`` in this room (a ban) with close 4403."""
+
+    participant: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Audit:
+    """Record a moderator action (applied or refused): log it, keep it, hand it to the event log."""
+
+    entry: AuditEntry
+
+
+@dataclass(frozen=True, slots=True)
+class Watch:
+    """The session that sent this event (a moderator's ``watch``) gets ``mod_state`` from now on."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModeratorsDirty:
+    """The room's moderation state changed: send ``mod_state`` to watching moderators."""
+
+
 Effect = (
     Publish
     | AppendText
@@ -231,4 +275,8 @@ Effect = (
     | RequestChoices
     | CancelRequest
     | ArmTimer
+    | Disconnect
+    | Audit
+    | Watch
+    | ModeratorsDirty
 )

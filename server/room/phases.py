@@ -18,6 +18,8 @@ Rules of the beat loop::
   ``busy`` (the engine's queue was full; retried the same way) or ``starting``.
 - A rewind (the event log's, ``server/store``) goes through ``paused`` from any
   phase, then resumes at once: a ballot for the beat rewound to.
+- A moderator may pause (or kill) a room from any phase: reason ``moderator``
+  (``killed``); only a moderator's resume ends it (server/room/moderation.py).
 - Viewer events (join, leave, react) are accepted in every phase; ``vote``
   only in ``voting``.
 """
@@ -47,6 +49,12 @@ class Step(StrEnum):
     EMPTY = "empty"
     RESUME = "resume"
     REWIND = "rewind"
+    #: A beat is told again in place (filter block, rejected held beat).
+    RETELL = "retell"
+    #: A moderator paused (or killed) the room, from any phase.
+    MOD_PAUSE = "mod_pause"
+    #: A moderator resumed a room paused with an open window: voting goes on.
+    RESUME_VOTE = "resume_vote"
 
 
 #: {phase: {step: next phase}}. A step not listed for a phase is a bug in the core.
@@ -55,20 +63,27 @@ TRANSITIONS: Final[dict[Phase, dict[Step, Phase]]] = {
         Step.REWIND: Phase.PAUSED,
         Step.BALLOT_OPENED: Phase.VOTING,
         Step.ENGINE_FAILED: Phase.PAUSED,
+        Step.RETELL: Phase.NARRATING,
+        Step.MOD_PAUSE: Phase.PAUSED,
     },
     Phase.VOTING: {
         Step.REWIND: Phase.PAUSED,
         Step.WINDOW_CLOSED: Phase.RESOLVING,
+        Step.MOD_PAUSE: Phase.PAUSED,
     },
     Phase.RESOLVING: {
         Step.REWIND: Phase.PAUSED,
         Step.REVEAL_DONE: Phase.NARRATING,
         Step.EMPTY: Phase.PAUSED,
+        Step.MOD_PAUSE: Phase.PAUSED,
     },
     Phase.PAUSED: {
         Step.RESUME: Phase.NARRATING,
         Step.ENGINE_FAILED: Phase.PAUSED,
         Step.REWIND: Phase.PAUSED,
+        Step.MOD_PAUSE: Phase.PAUSED,
+        Step.RESUME_VOTE: Phase.VOTING,
+        Step.EMPTY: Phase.PAUSED,
     },
 }
 

@@ -13,6 +13,9 @@ few ms; a 50 ms tick hides it). So a beat a viewer saw committed is never lost
 in a crash, and a room whose log is down waits visibly instead of telling a
 story it cannot keep.
 Replies and ``narrator`` status frames pass the hold (they carry no story).
+Moderation: ``mod_state`` to watching moderators, closes of a banned
+participant's connections, and audit records to the ``fablecast.audit``
+logger, the event log (``kind="moderation"``) and ``audit_hooks``.
 """
 
 from __future__ import annotations
@@ -31,16 +34,23 @@ from fablecast.inference.story.state import StoryCard
 from fablecast.inference.story.tone import tone_for_mood
 from fablecast.inference.types import EngineBusy, EngineStalled
 from fablecast.protocol import messages as m
+from fablecast.protocol.codes import CloseCode
 from fablecast.protocol.messages import ServerMessage
 from fablecast.server.fanout import Fanout
 from fablecast.server.metrics import Metrics
+from fablecast.server.moderation.types import AuditEntry
 from fablecast.server.room import effects as fx
+from fablecast.server.room.moderation import state_message
 from fablecast.server.room.mood import MoodSnapshot
 from fablecast.server.room.state import Room, RoomSettings
 from fablecast.server.store.writer import StoreBacklog, StoreWriter
 from fablecast.server.stream import RoomStream
 
 log = logging.getLogger(__name__)
+audit_log = logging.getLogger("fablecast.audit")
+
+#: Receives every moderator action, applied or refused (the event log registers one).
+AuditHook = Callable[[AuditEntry], None]
 
 
 class Origin(Protocol):
@@ -49,6 +59,13 @@ class Origin(Protocol):
     def send_message(self, message: ServerMessage) -> None:
         """Encode and write one personal message, without awaiting."""
         ...
+
+
+class _Closable(Protocol):
+    participant: str | None
+    closed: bool
+
+    def close(self, code: CloseCode, reason: str) -> None: ...
 
 
 class RoomRunner:
@@ -86,6 +103,10 @@ class RoomRunner:
         self.journal = journal
         #: Effects waiting for the log to acknowledge the first one (None: not holding).
         self._held: list[tuple[fx.Effect, Origin | None]] | None = None
+        #: Moderator sessions that sent ``watch``: they get ``mod_state`` on every change.
+        self.watchers: list[Origin] = []
+        #: Called with every audit entry (beside the event log, which gets each one).
+        self.audit_hooks: list[AuditHook] = []
 
     @property
     def name(self) -> str:
@@ -254,6 +275,15 @@ class RoomRunner:
                 self._spawn(effect.request, self._choices(effect))
             case fx.CancelRequest(request):
                 self._cancel(request)
+            case fx.Watch():
+                if origin is not None and origin not in self.watchers:
+                    self.watchers.append(origin)
+            case fx.ModeratorsDirty():
+                self._send_mod_state()
+            case fx.Audit(entry):
+                self._audit(entry)
+            case fx.Disconnect(participant, reason):
+                self._disconnect(participant, reason)
             case fx.ArmTimer(timer, at, token):
                 old = self._timers.pop(timer, None)
                 if old is not None:
@@ -263,6 +293,53 @@ class RoomRunner:
                 self._timers[timer] = loop.call_later(
                     delay, self._fire, fx.TimerFired(timer, token)
                 )
+
+    # ------------------------------------------------------------------ moderation
+
+    def _send_mod_state(self) -> None:
+        self.watchers = [w for w in self.watchers if not getattr(w, "closed", False)]
+        if not self.watchers:
+            return
+        message = state_message(self.room)
+        for watcher in self.watchers:
+            watcher.send_message(message)
+
+    def _audit(self, e: AuditEntry) -> None:
+        audit_log.info(
+            "room=%s subject=%s role=%s action=%s outcome=%s %s",
+            e.room,
+            e.subject,
+            e.role,
+            e.action,
+            e.outcome,
+            e.detail,
+        )
+        if self.journal is not None:
+            # The event log keeps every moderator action (``kind="moderation"``); a
+            # full backlog is logged, never allowed to block or undo the action.
+            data = {
+                "subject": e.subject,
+                "role": e.role,
+                "action": e.action,
+                "outcome": e.outcome,
+                "detail": e.detail,
+            }
+            try:
+                self.journal.append(e.room, "moderation", data, at=e.t)
+            except StoreBacklog as exc:
+                log.warning("room %s: moderation event not logged: %s", self.name, exc)
+        for hook in self.audit_hooks:
+            try:
+                hook(e)
+            except Exception:
+                log.exception("audit hook failed for room %s", self.name)
+
+    def _disconnect(self, participant: str, reason: str) -> None:
+        """Close every connection of ``participant`` in this room with 4403 (a ban)."""
+        for sub in self.fanout.subscribers():
+            session: _Closable = sub  # type: ignore[assignment]
+            if getattr(session, "participant", None) == participant:
+                session.close(CloseCode.BANNED, reason)
 
     def _fire(self, event: fx.TimerFired) -> None:
         self._timers.pop(event.timer, None)
@@ -313,7 +390,12 @@ class RoomRunner:
                 self.card.update(b.text, b.choice)
 
     async def _narrate(self, eff: fx.RequestNarration) -> None:
-        ctx = self._context(eff.beat, eff.choice, eff.mood)
+        choice = eff.choice
+        if eff.event:
+            # A moderator's plot event rides on the beat's direction until the
+            # prompt builder has a field of its own for it.
+            choice = f"{choice}. Then this happens: {eff.event}" if choice else eff.event
+        ctx = self._context(eff.beat, choice, eff.mood)
         stats = NarrationStats()
         earlier = [b.text for b in self.room.story[-8:]]
         try:

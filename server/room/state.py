@@ -24,7 +24,9 @@ import msgspec
 
 from fablecast.protocol import messages as m
 from fablecast.protocol.codes import ErrorCode
+from fablecast.server.moderation.filter import Classifier, Rating
 from fablecast.server.room import effects as fx
+from fablecast.server.room import moderation
 from fablecast.server.room.mood import MoodAggregator, MoodSnapshot
 from fablecast.server.room.phases import ACCEPTS, Phase, Step, next_phase
 from fablecast.server.room.text import TextBuffer
@@ -63,6 +65,17 @@ class RoomSettings:
     reaction_burst: int = 8
     snapshot_beats: int = 50
     seed: str = "fablecast"
+    # Moderation (server/room/moderation.py, docs/moderation.md).
+    filter: bool = True
+    rating: Rating = "family"
+    blocked_terms: tuple[str, ...] = ()
+    allowed_terms: tuple[str, ...] = ()
+    classifier: Classifier | None = None
+    holdback_chars: int = 0
+    filter_retries: int = 2
+    approval: bool = False
+    max_edit_chars: int = 2000
+    max_inject_chars: int = 280
 
     def __post_init__(self) -> None:
         if not 2 <= self.n_choices <= 5:
@@ -126,9 +139,20 @@ class Room:
     #: for the last beat, or reopen a "ballot" of ``_resume_options`` (``restore``).
     _resume_with: str = "narrate"
     _resume_options: tuple[str, ...] = ()
+    mod: moderation.ModerationState = field(init=False)
 
     def __post_init__(self) -> None:
         self.mood.half_life_s = self.settings.mood_half_life_s
+        s = self.settings
+        self.mod = moderation.new_state(
+            filter_on=s.filter,
+            rating=s.rating,
+            blocked=s.blocked_terms,
+            allowed=s.allowed_terms,
+            classifier=s.classifier,
+            hold_chars=s.holdback_chars,
+            approval=s.approval,
+        )
 
     # ------------------------------------------------------------------ queries
 
@@ -259,8 +283,9 @@ class Room:
             case fx.EngineReady():
                 if not self._engine_ready:
                     self._engine_ready = True
-                    if self._started:
+                    if self._started and self.mod.paused is None:  # a moderator's pause holds
                         self._begin(now, out)
+                moderation.engine_ready(self)
             case fx.ViewerJoined(participant):
                 self._on_join(participant, now, out)
             case fx.ViewerLeft(participant):
@@ -271,13 +296,20 @@ class Room:
                 self._on_react(event, now, out)
             case fx.NarrationDelta(request, text):
                 if request == self.current_request and self._stage == "narration" and text:
-                    self.partial.append(text)
-                    out.append(fx.AppendText(self.beat, text))
+                    moderation.on_delta(self, text, now, out)  # the safety gate: all text passes it
             case fx.NarrationDone(request, notes):
-                if request == self.current_request and self._stage == "narration":
+                if (
+                    request == self.current_request
+                    and self._stage == "narration"
+                    and moderation.on_done(self, now, out, notes)  # the gate's last word
+                ):
                     self._on_narration_done(now, out, notes)
+            case fx.Moderated():
+                moderation.moderate(self, event, now, out)
             case fx.ChoicesReady(request, options, cue):
                 if request == self.current_request and self._stage == "choices":
+                    # Ballot options and the scene cue are engine text too: the filter.
+                    options, cue = moderation.screen_choices(self, options, cue)
                     if cue is not None and self.story:
                         cue.beat = self.story[-1].beat
                         self.cue = cue
@@ -319,10 +351,15 @@ class Room:
         self._stage = "narration"  # so ``beat`` below is the new one
         self._go(step, out)
         self.partial.clear()
+        moderation.begin_beat(self)
         request = self._next_request("narration")
         out.append(fx.Publish(m.BeatStart(beat=self.beat, choice=self.choice)))
         self._beat_mood = self.mood.read(now)
-        out.append(fx.RequestNarration(request, self.beat, self.choice, self._beat_mood))
+        out.append(
+            fx.RequestNarration(
+                request, self.beat, self.choice, self._beat_mood, moderation.take_inject(self)
+            )
+        )
 
     def _request_choices(self, out: list[fx.Effect]) -> None:
         request = self._next_request("choices")
@@ -410,6 +447,9 @@ class Room:
         self._resume(now, out)
 
     def _on_join(self, participant: str, now: float, out: list[fx.Effect]) -> None:
+        if participant in self.mod.banned:
+            out.append(fx.Disconnect(participant, "banned by a moderator"))
+            return
         count = self.viewers.get(participant, 0)
         self.viewers[participant] = count + 1
         if count == 0:
@@ -427,6 +467,9 @@ class Room:
 
     def _on_vote(self, vote: fx.VoteCast, out: list[fx.Effect]) -> None:
         window = self.window
+        if vote.participant in self.mod.muted:
+            out.append(_error(ErrorCode.MUTED, "a moderator muted you in this room"))
+            return
         if not self.accepts("vote") or window is None:
             out.append(_error(ErrorCode.NOT_IN_PHASE, f"no vote window is open ({self.phase})"))
             return
@@ -438,7 +481,7 @@ class Room:
                 )
             )
             return
-        if not 0 <= vote.option < len(window.options):
+        if not 0 <= vote.option < len(window.options) or vote.option in window.vetoed:
             out.append(
                 _error(
                     ErrorCode.UNKNOWN_OPTION,
@@ -454,6 +497,9 @@ class Room:
     def _on_react(self, r: fx.ReactionSent, now: float, out: list[fx.Effect]) -> None:
         if r.reaction is None and r.valence is None and r.arousal is None:
             out.append(_error(ErrorCode.INVALID_MESSAGE, "react needs reaction or valence/arousal"))
+            return
+        if r.participant in self.mod.muted:
+            out.append(_error(ErrorCode.MUTED, "a moderator muted you in this room"))
             return
         s = self.settings
         bucket = self._buckets.get(r.participant)
@@ -624,6 +670,7 @@ class Room:
             options=[m.Option(index=i, text=t) for i, t in enumerate(w.options)],
             duration_ms=round((w.closes_at - w.opened_at) * 1000),
             closes_at_ms=round(w.closes_at * 1000),
+            vetoed=sorted(w.vetoed),
         )
 
     def _tally(self) -> m.Tally | None:

@@ -8,6 +8,8 @@ Rules:
   first (``tie_break="first_to_reach"``). With no votes at all, a seeded draw
   picks the winner (``tie_break="no_votes_draw"``), so a room nobody votes in
   still moves on, reproducibly.
+- A vetoed option (a moderator's veto) cannot be voted for or win; the votes it
+  had are dropped (their voters may vote again). One option at least stays.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class VoteWindow:
     closes_at: float
     votes: dict[str, int] = field(default_factory=dict)
     counts: list[int] = field(default_factory=list)
+    vetoed: set[int] = field(default_factory=set)
     # reached[option][count] = arrival number at which the option last reached count.
     _reached: list[dict[int, int]] = field(default_factory=list)
     _arrivals: int = 0
@@ -62,15 +65,29 @@ class VoteWindow:
         self._reached[option][self.counts[option]] = self._arrivals
         return "counted" if previous is None else "changed"
 
+    def veto(self, option: int) -> None:
+        """Take ``option`` off the ballot and drop its votes (the caller checked it is valid)."""
+        self.vetoed.add(option)
+        for participant in [p for p, o in self.votes.items() if o == option]:
+            self.withdraw(participant)
+
+    def withdraw(self, participant: str) -> None:
+        """Drop ``participant``'s vote, if any (a veto, a ban)."""
+        option = self.votes.pop(participant, None)
+        if option is not None:
+            self.counts[option] -= 1
+
     def result(self, seed: str) -> WindowResult:
         """The winner, with how a tie (or no vote) was broken."""
         counts = tuple(self.counts)
         voters = len(self.votes)
+        open_options = [i for i in range(len(self.options)) if i not in self.vetoed]
         if voters == 0:
             rnd = random.Random(f"{seed}:{self.window}")
-            return WindowResult(rnd.randrange(len(self.options)), counts, 0, "no_votes_draw")
-        top = max(counts)
-        tied = [i for i, c in enumerate(counts) if c == top]
+            pick = open_options[rnd.randrange(len(open_options))]
+            return WindowResult(pick, counts, 0, "no_votes_draw")
+        top = max(counts[i] for i in open_options)
+        tied = [i for i in open_options if counts[i] == top]
         if len(tied) == 1:
             return WindowResult(tied[0], counts, voters, None)
         winner = min(tied, key=lambda i: self._reached[i][top])

@@ -159,7 +159,14 @@ def test_home_lists_the_rooms(web_node: NodeThread, new_page: Any) -> None:
 
 
 @pytest.mark.parametrize(
-    "path", ["/", "/watch/demo", "/overlay/demo?show=text,ballot,tally,mood,cues", "/vr/demo"]
+    "path",
+    [
+        "/",
+        "/watch/demo",
+        "/overlay/demo?show=text,ballot,tally,mood,cues",
+        "/vr/demo",
+        "/dashboard?room=demo",
+    ],
 )
 def test_accessibility(web_node: NodeThread, new_page: Any, path: str) -> None:
     # axe is injected by the test (the pages' CSP would refuse it: bypass_csp).

@@ -52,6 +52,8 @@ CLIENT_SAMPLES: list[m.ClientMessage] = [
     m.React(reaction="bored", valence=0.5, arousal=-0.25),
     m.Ping(),
     m.Ping(nonce=2**53),
+    m.Moderate(action="pause"),
+    m.Moderate(action="edit", ref="r" * 64, hold=2**53, text="Edited ✨", participant="p-1"),
 ]
 
 ROOM_SAMPLES: list[m.RoomMessage] = [
@@ -167,6 +169,21 @@ PERSONAL_SAMPLES: list[m.ServerMessage] = [
     m.Error(code="rate_limited", message="slow down"),
     m.VoteAck(window=3, option=1, status="changed"),
     m.Pong(nonce=7, server_time_ms=1_700_000_000_000),
+    m.ModAck(action="veto", ref="m-1", detail="vetoed"),
+    m.ModState(
+        room="demo",
+        approval=True,
+        paused="killed",
+        holds=[m.HeldBeat(hold=1, beat=2, text="held", reason="approval", held_at_ms=5)],
+        muted=["a"],
+        banned=[],
+        filter="off",
+        audit=[
+            m.AuditRecord(
+                t_ms=1, room="demo", subject="s", role="viewer", action="pause", outcome="forbidden"
+            )
+        ],
+    ),
 ]
 
 SERVER_SAMPLES: list[m.ServerMessage] = [*ROOM_SAMPLES, *PERSONAL_SAMPLES]

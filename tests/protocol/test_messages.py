@@ -23,13 +23,13 @@ def _tag(cls: type[msgspec.Struct]) -> str:
 
 
 def test_client_union_tags() -> None:
-    assert [_tag(c) for c in CLIENT_TYPES] == ["hello", "vote", "react", "ping"]
+    assert [_tag(c) for c in CLIENT_TYPES] == ["hello", "vote", "react", "ping", "moderate"]
     assert all(c.__struct_config__.tag_field == "type" for c in CLIENT_TYPES)
 
 
 def test_server_union_tags_are_unique_and_typed() -> None:
     tags = [_tag(c) for c in SERVER_TYPES]
-    assert len(tags) == len(set(tags)) == 19
+    assert len(tags) == len(set(tags)) == 21
     assert all(c.__struct_config__.tag_field == "type" for c in SERVER_TYPES)
     assert not set(tags) & {_tag(c) for c in CLIENT_TYPES}
 

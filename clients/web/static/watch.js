@@ -83,6 +83,7 @@ function renderBallot() {
   const result = state.result;
   if (!ballot) {
     options.replaceChildren();
+    delete options.dataset.window; // a resumed vote brings the same window back
     $("ballot-state").textContent = result
       ? `The audience chose: ${result.text}`
       : "The vote opens when this part of the story ends.";
@@ -124,8 +125,17 @@ function renderTally() {
   if (!ballot) return;
   const counts = state.tally?.counts ?? ballot.options.map(() => 0);
   const total = counts.reduce((a, b) => a + b, 0);
+  const vetoed = new Set(ballot.vetoed ?? []);
   for (const b of $("options").querySelectorAll("button.option")) {
     const i = Number(b.dataset.index);
+    if (vetoed.has(i)) {
+      // A moderator took this option off the ballot: struck out, not votable.
+      b.classList.add("vetoed");
+      b.disabled = true;
+      b.querySelector(".opt-count").textContent = "vetoed";
+      b.setAttribute("aria-pressed", "false");
+      continue;
+    }
     const n = counts[i] ?? 0;
     b.querySelector(".opt-count").textContent = `${n} ${n === 1 ? "vote" : "votes"}`;
     b.querySelector(".bar").style.setProperty("--share", total ? String(n / total) : "0");
@@ -154,7 +164,7 @@ function renderCountdown() {
 setInterval(renderCountdown, 250);
 
 function vote(index) {
-  if (!state.ballot || result_closed()) return;
+  if (!state.ballot || result_closed() || (state.ballot.vetoed ?? []).includes(index)) return;
   pendingVote = index;
   if (!client.vote(state.ballot.window, index)) {
     $("my-vote").textContent = "Not connected: your vote was not sent. Reconnecting…";

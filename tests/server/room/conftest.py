@@ -21,7 +21,7 @@ T0 = 1000.0
 
 class Harness:
     def __init__(self, settings: RoomSettings | None = None, *, name: str = "test") -> None:
-        self.room = Room(name, settings or RoomSettings())
+        self.room = Room(name, settings or RoomSettings(filter=False))
         self.now = T0
         self.log: list[fx.Effect] = []
         self.timers: dict[str, fx.ArmTimer] = {}
@@ -131,6 +131,9 @@ def make() -> Callable[..., Harness]:
     """``make(**settings)`` -> a fresh Harness with those RoomSettings."""
 
     def factory(name: str = "test", **settings: Any) -> Harness:
+        # The beat-loop tests see deltas as the engine sent them: the safety gate
+        # (on by default) is tested in test_moderation.py.
+        settings.setdefault("filter", False)
         return Harness(RoomSettings(**settings), name=name)
 
     return factory

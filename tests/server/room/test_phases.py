@@ -27,6 +27,15 @@ ALLOWED = [
     (Phase.VOTING, Step.REWIND, Phase.PAUSED),
     (Phase.RESOLVING, Step.REWIND, Phase.PAUSED),
     (Phase.PAUSED, Step.REWIND, Phase.PAUSED),
+    # Moderation: a retold beat, a moderator's pause or kill from any phase, a resume
+    # into the open window, and a resume into an empty room.
+    (Phase.NARRATING, Step.RETELL, Phase.NARRATING),
+    (Phase.NARRATING, Step.MOD_PAUSE, Phase.PAUSED),
+    (Phase.VOTING, Step.MOD_PAUSE, Phase.PAUSED),
+    (Phase.RESOLVING, Step.MOD_PAUSE, Phase.PAUSED),
+    (Phase.PAUSED, Step.MOD_PAUSE, Phase.PAUSED),
+    (Phase.PAUSED, Step.RESUME_VOTE, Phase.VOTING),
+    (Phase.PAUSED, Step.EMPTY, Phase.PAUSED),
 ]
 ALLOWED_PAIRS = {(p, s) for p, s, _ in ALLOWED}
 FORBIDDEN = [(p, s) for p, s in itertools.product(Phase, Step) if (p, s) not in ALLOWED_PAIRS]

@@ -174,6 +174,20 @@ def _store(args: argparse.Namespace) -> int:
     return 0
 
 
+def _holdback(args: argparse.Namespace) -> int:
+    from fablecast.bench.holdback import run_holdback
+
+    result = run_holdback(
+        rates=_rates(args.rates),
+        viewers=args.viewers,
+        warm_s=args.warm,
+        measure_s=args.step,
+        tick_ms=args.tick_ms,
+    )
+    _emit(result, args, ("feed_cost_us", "steps"))
+    return 0
+
+
 def _plots(args: argparse.Namespace) -> int:
     from fablecast.bench.plots import main as plots_main
 
@@ -227,6 +241,15 @@ def register(sub: SubParsers) -> None:
     p.add_argument("--burst", type=int, default=10000, help="votes in the one-second burst")
     p.add_argument("--tick-ms", type=int, default=50)
     p.set_defaults(func=_votes)
+
+    p = bench.add_parser("holdback", help="latency the safety filter's holdback adds")
+    _common(p)
+    p.add_argument("--rates", default="20,50", help="engine paces (tokens/s), comma-separated")
+    p.add_argument("--viewers", type=int, default=4)
+    p.add_argument("--warm", type=float, default=1.0, help="warm-up seconds per side")
+    p.add_argument("--step", type=float, default=5.0, help="measured seconds per side")
+    p.add_argument("--tick-ms", type=int, default=50)
+    p.set_defaults(func=_holdback)
 
     p = bench.add_parser("soak", help="churn: join, leave, stall, resume for M minutes")
     _common(p)

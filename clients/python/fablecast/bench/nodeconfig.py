@@ -40,6 +40,9 @@ def bench_config(opts: dict[str, Any]) -> Config:
         "narration_tokens": int(opts.get("beat_tokens", 4096)),
         "vote_s": 0.5,
         "reveal_s": 0.0,
+        # Fan-out is measured against a bare broadcast that filters nothing; the
+        # safety filter's holdback has its own bench (``fablecast.bench.holdback``).
+        "filter": False,
     }
     room.update({k: v for k, v in dict(opts.get("room") or {}).items() if k in _ROOM_KEYS})
     store_opt = opts.get("store", True)
