@@ -62,3 +62,7 @@ class AuditEntry:
     action: str
     outcome: str
     detail: str = ""
+    #: The identity a mute, unmute, ban or unban named (restored from the event log).
+    participant: str | None = None
+    #: What an ``approval`` action set.
+    on: bool | None = None

@@ -41,7 +41,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from fablecast.protocol import messages as m
 from fablecast.protocol.codes import ErrorCode
@@ -317,7 +317,9 @@ def _audit(
     if cmd.action == "veto" and cmd.option is not None:
         target = f"option {cmd.option}"
     text = f"{target}: {detail}" if target else detail
-    entry = AuditEntry(now, room.name, p.subject, p.role, cmd.action, outcome, text)
+    entry = AuditEntry(
+        now, room.name, p.subject, p.role, cmd.action, outcome, text, cmd.participant, cmd.on
+    )
     room.mod.audit.append(entry)
     out.append(fx.Audit(entry))
     out.append(fx.ModeratorsDirty())
@@ -384,6 +386,31 @@ def pause(room: Room, reason: str, now: float, out: list[fx.Effect]) -> None:
     mod.paused = reason
     room._go(Step.MOD_PAUSE, out, reason=reason)
     out.append(fx.ModeratorsDirty())
+
+
+def restore(room: Room, events: list[dict[str, Any]]) -> None:
+    """Replay the logged moderator actions that outlive a restart: mutes, bans, approval.
+
+    ``events`` are the room's ``moderation`` events in log order (the event log's
+    fold); refused ones and anything malformed are skipped. Pauses, holds and
+    plot events do not outlive a restart (the restored room resumes its story).
+    """
+    mod = room.mod
+    for e in events:
+        if e.get("outcome") != "ok":
+            continue
+        action, who = e.get("action"), e.get("participant")
+        if isinstance(who, str):
+            if action == "mute":
+                mod.muted.add(who)
+            elif action == "unmute":
+                mod.muted.discard(who)
+            elif action == "ban":
+                mod.banned.add(who)
+            elif action == "unban":
+                mod.banned.discard(who)
+        if action == "approval" and isinstance(e.get("on"), bool):
+            mod.approval = e["on"]
 
 
 def engine_ready(room: Room) -> None:

@@ -323,6 +323,8 @@ class RoomRunner:
                 "action": e.action,
                 "outcome": e.outcome,
                 "detail": e.detail,
+                "participant": e.participant,
+                "on": e.on,
             }
             try:
                 self.journal.append(e.room, "moderation", data, at=e.t)

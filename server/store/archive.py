@@ -39,6 +39,7 @@ from fablecast.protocol.codec import JSON
 from fablecast.server.config import RoomConfig, StoreConfig
 from fablecast.server.history import Entry
 from fablecast.server.room import effects as fx
+from fablecast.server.room import moderation
 from fablecast.server.room.runner import RoomRunner
 from fablecast.server.room.state import CommittedBeat
 from fablecast.server.room.votes import WindowResult
@@ -279,6 +280,7 @@ def _restore_core(runner: RoomRunner, img: StoryImage) -> None:
         result=_result(img.result),
         result_options=tuple(img.result_options),
     )
+    moderation.restore(runner.room, img.moderation)  # mutes, bans, approval outlive a restart
 
 
 def _result(data: dict[str, Any] | None) -> WindowResult | None:

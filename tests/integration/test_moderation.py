@@ -299,3 +299,33 @@ async def test_moderator_actions_are_in_the_event_log(tmp_path: Any) -> None:
         ]
     finally:
         await node.stop()
+
+
+async def test_a_ban_outlives_a_restart(tmp_path: Any) -> None:
+    from fablecast.server.config import AuthConfig, StoreConfig
+
+    def config() -> Any:
+        c = make_config()
+        c.store = StoreConfig(data_dir=str(tmp_path), synchronous="normal")
+        c.auth = AuthConfig(keys={"k1": "0123456789abcdef0123456789abcdef"})
+        return c
+
+    node = Node(config(), engine=ScriptedEngine(tokens_per_s=200, first_token_s=0.01))
+    await node.start()
+    try:
+        mod = await moderator(node)
+        assert isinstance(await act(mod, "ban", participant="bob"), m.ModAck)
+        assert isinstance(await act(mod, "mute", participant="eve"), m.ModAck)
+        bob = hello(node, "bob")
+    finally:
+        await node.stop()
+    node = Node(config(), engine=ScriptedEngine(tokens_per_s=200, first_token_s=0.01))
+    await node.start()
+    try:
+        assert node.rooms["demo"].room.mod.muted == {"eve"}
+        again = await connect(node, hello=bob)
+        async with asyncio.timeout(scaled(2.0)):
+            await again.ws.wait_closed()
+        assert again.ws.close_code == CloseCode.BANNED
+    finally:
+        await node.stop()

@@ -398,3 +398,23 @@ def test_a_pause_while_the_engine_warms_up_waits_for_it(make: Callable[..., Harn
     assert h.room.reason == "moderator" and not h.narrations
     act(h, "resume")
     assert h.room.phase is Phase.NARRATING and len(h.narrations) == 1
+
+
+def test_restore_replays_mutes_bans_and_approval(h: Harness) -> None:
+    from fablecast.server.room.moderation import restore
+
+    restore(
+        h.room,
+        [
+            {"action": "ban", "outcome": "ok", "participant": "bob"},
+            {"action": "ban", "outcome": "forbidden", "participant": "amy"},
+            {"action": "mute", "outcome": "ok", "participant": "eve"},
+            {"action": "unban", "outcome": "ok", "participant": "bob"},
+            {"action": "ban", "outcome": "ok", "participant": "zed"},
+            {"action": "approval", "outcome": "ok", "on": True},
+            {"action": "pause", "outcome": "ok"},
+            {"action": "mute", "outcome": "ok"},
+        ],
+    )
+    mod = h.room.mod
+    assert (mod.banned, mod.muted, mod.approval, mod.paused) == ({"zed"}, {"eve"}, True, None)
