@@ -88,6 +88,9 @@ def room_configs(specs: Sequence[StorySpec], max_tokens: int) -> list[RoomConfig
             premise=spec.premise,
             style=spec.style.tone,
             narration_tokens=max_tokens,
+            # The pipe's own cost is measured token by token, as the bare path is:
+            # the safety holdback has its own bench (``bench holdback``).
+            filter=False,
         )
         for i, spec in enumerate(specs)
     ]
@@ -104,6 +107,9 @@ async def served_pass(
         engine=EngineConfig(
             kind="scripted",  # unused: the engine is passed in
             stall_timeout_s=120.0,
+            # Token by token, not a sentence at a time (that latency is in
+            # ``fablecast eval``'s first-sentence figures).
+            sentence_guard=False,
             scheduler={"max_running": max(1, len(specs)), "max_tokens_cap": max_tokens},
         ),
         rooms=room_configs(specs, max_tokens),
