@@ -10,6 +10,11 @@ guards what reaches clients:
   about the audience or voting, or repeats an 8-word run of an earlier beat or
   of this beat, is dropped; an unfinished tail is dropped, so a beat always
   ends at a sentence end.
+- after a vote, with ``openings`` > 1, ``narrate`` first samples that many
+  candidate openings (the same prefill, each cut after its second sentence),
+  scores them (``story.rerank``: nearer the winning option than the losers,
+  in the tone asked for), and continues the best one; ``prepare`` starts that
+  sampling early (at vote close, during the reveal pause).
 - ``ballot`` samples ``CANDIDATES`` options concurrently, keeps clean,
   grounded, distinct ones and tops up from ``fallback_options``.
 - ``cue`` asks for a JSON cue, validates it, retries once, then falls back.
@@ -24,7 +29,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from fablecast.inference.engine import EngineClient, close_stream
 from fablecast.inference.prompts import (
@@ -36,8 +41,20 @@ from fablecast.inference.prompts import (
 from fablecast.inference.story.ballots import CANDIDATES, clean_option, fallback_options, select
 from fablecast.inference.story.cues import SceneCue, fallback_cue, parse_cue
 from fablecast.inference.story.embed import Embedder, LexicalEmbedder
+from fablecast.inference.story.rerank import (
+    TONE_WEIGHT,
+    OpeningScore,
+    best_opening,
+    score_openings,
+)
 from fablecast.inference.story.text import is_meta, shares_run, split_complete
-from fablecast.inference.types import EngineError, EngineStalled, GenerationDelta, GenerationRequest
+from fablecast.inference.types import (
+    ChatMessage,
+    EngineError,
+    EngineStalled,
+    GenerationDelta,
+    GenerationRequest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +78,33 @@ class NarrationStats:
     tokens: int = 0
     #: ``time.monotonic()`` of the first token the engine produced (None: none yet).
     first_token_at: float | None = None
+    #: The candidate openings scored (empty: one opening, no choice made).
+    openings: list[OpeningScore] = field(default_factory=list)
+    #: Index of the opening continued (None: no choice made).
+    opening: int | None = None
+    #: ``time.monotonic()`` when the opening was chosen (None: no choice made).
+    chosen_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Openings:
+    """The candidate openings of one beat, scored, and the one to continue."""
+
+    scores: list[OpeningScore]
+    chosen: int
+    #: The chosen opening as the engine wrote it, cut after its second sentence.
+    raw: str
+    #: Engine tokens spent on all candidates; ``kept`` of them are in ``raw``.
+    tokens: int
+    kept: int
+    first_token_at: float | None
+    chosen_at: float
+
+
+#: Candidate openings per beat after a vote on real engines (``[engine] openings``).
+DEFAULT_OPENINGS = 4
+#: Tokens a candidate opening may take (two sentences of the default model).
+OPENING_TOKENS = 48
 
 
 class Narrator:
@@ -73,8 +117,15 @@ class Narrator:
         stall_timeout_s: float = 10.0,
         embedder: Embedder | None = None,
         sentence_guard: bool = True,
+        openings: int = 1,
+        opening_tokens: int = OPENING_TOKENS,
+        tone_weight: float = TONE_WEIGHT,
     ) -> None:
         self.engine = engine
+        #: Candidate openings of a beat after a vote (1: no best-of-n, one stream).
+        self.openings = openings
+        self.opening_tokens = opening_tokens
+        self.tone_weight = tone_weight
         #: False: narration streams token by token, unguarded (token-timing benchmarks).
         self.sentence_guard = sentence_guard
         self.stall_timeout_s = stall_timeout_s
@@ -114,16 +165,153 @@ class Narrator:
         ctx: NarrationContext,
         earlier: Sequence[str] = (),
         stats: NarrationStats | None = None,
+        prepared: asyncio.Future[Openings | None] | None = None,
     ) -> AsyncIterator[GenerationDelta]:
         """Stream beat ``ctx.beat``: the prefill, then whole clean sentences.
 
         ``earlier`` are recent beats (for the loop guard only; they are not
         in the prompt). ``stats``, if given, is filled in as the beat goes.
+        A beat after a vote, with ``openings`` > 1 and the guard on, continues
+        the best of ``openings`` candidate openings; ``prepared`` is a task of
+        ``prepare`` for this very context, started earlier (else they are
+        sampled now). The prefill is yielded at once either way.
         """
         request = narration_request(ctx, self._request_id(ctx, "narrate"))
         if not self.sentence_guard:
             return self._unguarded(request)
-        return self._narrate(request, list(earlier), stats or NarrationStats())
+        stats = stats or NarrationStats()
+        if self.best_of(ctx):
+            source = self._best_of(ctx, request, list(earlier), stats, prepared)
+        else:
+            source = self.stream(request)
+        return self._narrate(request, source, list(earlier), stats)
+
+    def best_of(self, ctx: NarrationContext) -> bool:
+        """Whether beat ``ctx`` is opened best-of-n (after a vote, ``openings`` > 1, guarded)."""
+        return self.openings > 1 and self.sentence_guard and bool(ctx.choice)
+
+    def prepare(
+        self, ctx: NarrationContext, earlier: Sequence[str] = ()
+    ) -> asyncio.Task[Openings | None]:
+        """Start sampling ``ctx``'s candidate openings now (None when every request failed).
+
+        Pass the task to ``narrate`` as ``prepared``; cancel it if unused.
+        """
+        return asyncio.get_running_loop().create_task(
+            self._openings(ctx, list(earlier)), name=f"openings:{ctx.room}:{ctx.beat}"
+        )
+
+    async def _candidate(self, request: GenerationRequest, first: list[float]) -> tuple[str, int]:
+        text = ""
+        tokens = 0
+        agen = self.stream(request)
+        try:
+            async for delta in agen:
+                if delta.tokens and not first:
+                    first.append(time.monotonic())
+                text += delta.text
+                tokens += delta.tokens
+                if len(split_complete(text, final=False)[0]) >= 2:
+                    break  # two sentences: closing the stream aborts the rest
+        finally:
+            await close_stream(agen)
+        return text, tokens
+
+    async def _openings(self, ctx: NarrationContext, earlier: list[str]) -> Openings | None:
+        base = narration_request(ctx, "")
+        requests = [
+            replace(
+                base,
+                request_id=self._request_id(ctx, f"opening{k}"),
+                max_tokens=min(self.opening_tokens, ctx.max_tokens),
+                seed=None if ctx.seed is None else ctx.seed + 7919 * k,
+            )
+            for k in range(self.openings)
+        ]
+        first: list[float] = []
+        answers = await asyncio.gather(
+            *(self._candidate(r, first) for r in requests), return_exceptions=True
+        )
+        for a in answers:
+            if isinstance(a, asyncio.CancelledError):
+                raise a
+        good = [a for a in answers if not isinstance(a, BaseException)]
+        if not good:
+            log.info("room %s beat %d: every opening failed", ctx.room, ctx.beat)
+            return None
+        prefill = base.messages[-1].content
+        raws: list[str] = []
+        kept: list[int] = []
+        shown: list[str] = []
+        for text, tokens in good:
+            done, _ = split_complete(text)
+            raw = "".join(done[:2]) if done else text
+            raws.append(raw.rstrip())
+            kept.append(round(tokens * len(raw) / len(text)) if text else 0)
+            # What the guard will release of it (meta-talk and loops are dropped).
+            clean = [
+                d.strip()
+                for d in (done[:2] if done else [text])
+                if d.strip() and not is_meta(d) and not shares_run(d, [*earlier, prefill])
+            ]
+            shown.append(" ".join(clean).lstrip(",;: "))
+        tone = ctx.tone.name if ctx.tone else None
+        scores = await asyncio.to_thread(
+            functools.partial(
+                score_openings,
+                shown,
+                ctx.choice or "",
+                ctx.losers,
+                tone,
+                self.embedder,
+                tone_weight=self.tone_weight,
+            )
+        )
+        chosen = best_opening(scores)
+        return Openings(
+            scores=scores,
+            chosen=chosen,
+            raw=raws[chosen],
+            tokens=sum(t for _, t in good),
+            kept=kept[chosen],
+            first_token_at=first[0] if first else None,
+            chosen_at=time.monotonic(),
+        )
+
+    async def _best_of(
+        self,
+        ctx: NarrationContext,
+        request: GenerationRequest,
+        earlier: list[str],
+        stats: NarrationStats,
+        prepared: asyncio.Future[Openings | None] | None,
+    ) -> AsyncIterator[GenerationDelta]:
+        """The chosen opening as one delta, then the stream that continues it."""
+        chosen = await (prepared if prepared is not None else self._openings(ctx, earlier))
+        if chosen is None:  # every candidate failed: one plain stream
+            async for delta in self.stream(request):
+                yield delta
+            return
+        stats.openings = list(chosen.scores)
+        stats.opening = chosen.chosen
+        stats.chosen_at = chosen.chosen_at
+        if stats.first_token_at is None:
+            stats.first_token_at = chosen.first_token_at
+        # Tokens of the candidates not kept were spent all the same: count them here.
+        yield GenerationDelta(chosen.raw, chosen.tokens)
+        left = ctx.max_tokens - chosen.kept
+        if left < 8:
+            yield GenerationDelta("", 0, finished=True, finish_reason="length")
+            return
+        prefill = request.messages[-1].content + chosen.raw
+        follow = replace(
+            request,
+            request_id=self._request_id(ctx, "narrate"),
+            messages=(*request.messages[:-1], ChatMessage("assistant", prefill)),
+            max_tokens=left,
+        )
+        async for delta in self.stream(follow):
+            yield delta
 
     async def _unguarded(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
         yield GenerationDelta(request.messages[-1].content + " ", 0)
@@ -131,7 +319,11 @@ class Narrator:
             yield delta
 
     async def _narrate(
-        self, request: GenerationRequest, earlier: list[str], stats: NarrationStats
+        self,
+        request: GenerationRequest,
+        source: AsyncIterator[GenerationDelta],
+        earlier: list[str],
+        stats: NarrationStats,
     ) -> AsyncIterator[GenerationDelta]:
         prefill = request.messages[-1].content
         # A prefill left open with a comma is shown without it; the comma (or a full
@@ -144,7 +336,7 @@ class Narrator:
         buf = ""
         pending_tokens = 0
         space = False  # whether whitespace separates the last told sentence from the next
-        async for delta in self.stream(request):
+        async for delta in source:
             buf += delta.text
             pending_tokens += delta.tokens
             stats.tokens += delta.tokens

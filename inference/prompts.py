@@ -87,6 +87,8 @@ class NarrationContext:
     card: StoryCard | None = None
     #: The winning option this beat acts out (None: the opening beat).
     choice: str | None = None
+    #: The options of the same ballot that lost (the best-of-n opening steers away from them).
+    losers: tuple[str, ...] = ()
     tone: Tone | None = None
     max_tokens: int = 110
     n_choices: int = 3

@@ -314,13 +314,25 @@ class StoryState(msgspec.Struct, kw_only=True, gc=False):
     summary: str = ""
 
 
+class Opening(msgspec.Struct, kw_only=True, gc=False):
+    """One candidate opening of a beat and its score (docs/stories.md, best-of-n)."""
+
+    text: str
+    #: Similarity to the winning option minus the best similarity to a losing one.
+    choice: float
+    #: Margin of the directive's tone over the best other tone.
+    tone: float
+    score: float
+
+
 class Why(RoomFrame, tag="why", kw_only=True):
     """Why beat ``beat`` went as it did (sent after its ``beat_end``; kept by the room).
 
     ``ballot``, ``counts``, ``winner``, ``voters`` and ``tie_break`` are those of
     the vote that chose ``choice`` (empty for the opening beat); ``mood`` is the
     room's mood when the beat was requested; ``tone`` and ``directive`` the tone
-    directive applied; ``state`` and ``lore`` what the prompt was given.
+    directive applied; ``state`` and ``lore`` what the prompt was given;
+    ``openings`` the scored candidate openings and ``opening`` the one continued.
     """
 
     beat: int
@@ -335,6 +347,9 @@ class Why(RoomFrame, tag="why", kw_only=True):
     directive: str | None = None
     state: StoryState | None = None
     lore: list[str] = []
+    #: The candidate openings scored (empty: one opening was sampled) and the one continued.
+    openings: list[Opening] = []
+    opening: int | None = None
 
 
 class Rewind(RoomFrame, tag="rewind", kw_only=True):

@@ -111,6 +111,10 @@ class EngineConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     #: Release narration a whole sentence at a time, dropping meta-talk, repeated
     #: runs and the cut tail (docs/stories.md). Token-timing benchmarks switch it off.
     sentence_guard: bool = True
+    #: Candidate openings sampled for a beat after a vote; the one nearest the winning
+    #: option and the tone asked for is continued (docs/stories.md). 1: one stream.
+    #: Applies to real engines only (the scripted engine always uses one).
+    openings: Annotated[int, Meta(ge=1, le=16)] = 4
 
 
 class RoomConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -73,7 +73,11 @@ class Node:
         self.metrics = Metrics()
         # Every room's requests go through one scheduler: admission, fairness, budgets,
         # a bounded queue, and per-room status (busy/stalled) shown to the audience.
-        self.engine = ScheduledEngine(base, SchedulerConfig(**cfg.scheduler))
+        sched = dict(cfg.scheduler)
+        if base.name != "scripted":
+            # A beat's candidate openings run side by side (best-of-n; docs/stories.md).
+            sched.setdefault("max_running_per_room", max(2, cfg.openings))
+        self.engine = ScheduledEngine(base, SchedulerConfig(**sched))
         self.narrator = Narrator(
             self.engine, stall_timeout_s=cfg.stall_timeout_s, sentence_guard=cfg.sentence_guard
         )
@@ -224,6 +228,8 @@ class Node:
             from fablecast.inference.story.embed import default_embedder
 
             self.narrator.embedder = await asyncio.to_thread(default_embedder)
+            # Best-of-n openings after a vote, scored with that embedder.
+            self.narrator.openings = self.config.engine.openings
         try:
             if self.owns_engine or not self.engine.health().ready:
                 await self.engine.start()

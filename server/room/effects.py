@@ -15,6 +15,7 @@ from fablecast.protocol.messages import (
     Cue,
     Moderate,
     NarratorState,
+    Opening,
     RoomMessage,
     ServerMessage,
     StoryState,
@@ -89,6 +90,9 @@ class BeatNotes:
     directive: str | None = None
     state: StoryState | None = None
     lore: tuple[str, ...] = ()
+    #: Scored candidate openings (best-of-n) and the index of the one continued.
+    openings: tuple[Opening, ...] = ()
+    opening: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +218,8 @@ class RequestNarration:
     mood: MoodSnapshot
     #: A plot event a moderator injected for this beat (``inject``), if any.
     event: str | None = None
+    #: The options of the vote that lost to ``choice``.
+    losers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

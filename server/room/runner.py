@@ -28,7 +28,7 @@ from typing import Protocol
 
 import msgspec
 
-from fablecast.inference.narrator import NarrationStats, Narrator
+from fablecast.inference.narrator import NarrationStats, Narrator, Openings
 from fablecast.inference.prompts import NarrationContext, StorySpec, story_spec
 from fablecast.inference.story.state import StoryCard
 from fablecast.inference.story.tone import tone_for_mood
@@ -107,6 +107,10 @@ class RoomRunner:
         self.watchers: list[Origin] = []
         #: Called with every audit entry (beside the event log, which gets each one).
         self.audit_hooks: list[AuditHook] = []
+        #: Candidate openings of the next beat, started at vote close (best-of-n), and
+        #: the (beat, choice, tone) they were started for.
+        self._prepared: asyncio.Task[Openings | None] | None = None
+        self._prepared_for: tuple[int, str, str | None] | None = None
 
     @property
     def name(self) -> str:
@@ -141,6 +145,7 @@ class RoomRunner:
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
+        self._drop_prepared()
         task = self._task
         if task is not None and not task.done():
             task.cancel()
@@ -262,6 +267,8 @@ class RoomRunner:
         match effect:
             case fx.Publish(frame):
                 ch.publish(frame)
+                if isinstance(frame, m.VoteResult):
+                    self._prepare(frame.text)
             case fx.AppendText(beat, text):
                 ch.append_text(beat, text)
             case fx.MarkDirty(kind):
@@ -367,7 +374,38 @@ class RoomRunner:
         ):
             task.cancel()
 
-    def _context(self, beat: int, choice: str | None, mood: MoodSnapshot) -> NarrationContext:
+    def _prepare(self, choice: str) -> None:
+        """Vote close: start the next beat's candidate openings during the reveal pause."""
+        self._drop_prepared()
+        if self._closed:
+            return
+        beat = self.room.beats_told + 1
+        ctx = self._context(beat, choice, self.room.mood.read(self.clock()), self.room.losers())
+        if not self.narrator.best_of(ctx):
+            return
+        earlier = [b.text for b in self.room.story[-8:]]
+        self._prepared = self.narrator.prepare(ctx, earlier)
+        self._prepared_for = (beat, choice, ctx.tone.name if ctx.tone else None)
+
+    def _drop_prepared(self) -> None:
+        task, self._prepared, self._prepared_for = self._prepared, None, None
+        if task is not None and not task.done():
+            task.cancel()
+
+    def _take_prepared(self, ctx: NarrationContext) -> asyncio.Task[Openings | None] | None:
+        """The openings started at vote close, if they were for this very beat and tone."""
+        task, key = self._prepared, self._prepared_for
+        self._prepared, self._prepared_for = None, None
+        tone = ctx.tone.name if ctx.tone else None
+        if task is not None and key == (ctx.beat, ctx.choice, tone):
+            return task
+        if task is not None:
+            task.cancel()  # the mood changed the tone during the reveal: sample anew
+        return None
+
+    def _context(
+        self, beat: int, choice: str | None, mood: MoodSnapshot, losers: tuple[str, ...] = ()
+    ) -> NarrationContext:
         s = self.room.settings
         self._sync_card()
         return NarrationContext(
@@ -376,6 +414,7 @@ class RoomRunner:
             spec=self.spec,
             card=self.card,
             choice=choice,
+            losers=losers,
             tone=tone_for_mood(mood.valence, mood.arousal, mood.intensity, mood.reactions),
             max_tokens=s.narration_tokens,
             n_choices=s.n_choices,
@@ -397,11 +436,12 @@ class RoomRunner:
             # A moderator's plot event rides on the beat's direction until the
             # prompt builder has a field of its own for it.
             choice = f"{choice}. Then this happens: {eff.event}" if choice else eff.event
-        ctx = self._context(eff.beat, choice, eff.mood)
+        ctx = self._context(eff.beat, choice, eff.mood, eff.losers)
         stats = NarrationStats()
         earlier = [b.text for b in self.room.story[-8:]]
+        prepared = self._take_prepared(ctx)
         try:
-            async for delta in self.narrator.narrate(ctx, earlier, stats):
+            async for delta in self.narrator.narrate(ctx, earlier, stats, prepared):
                 if delta.tokens:
                     self.metrics.engine_tokens.inc(delta.tokens)
                 if delta.text:
@@ -423,6 +463,11 @@ class RoomRunner:
                 summary=card["summary"],
             ),
             lore=tuple(ctx.lore),
+            openings=tuple(
+                m.Opening(text=o.text, choice=o.choice, tone=o.tone, score=o.score)
+                for o in stats.openings
+            ),
+            opening=stats.opening,
         )
         self.dispatch(fx.NarrationDone(eff.request, notes))
 

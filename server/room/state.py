@@ -357,9 +357,20 @@ class Room:
         self._beat_mood = self.mood.read(now)
         out.append(
             fx.RequestNarration(
-                request, self.beat, self.choice, self._beat_mood, moderation.take_inject(self)
+                request,
+                self.beat,
+                self.choice,
+                self._beat_mood,
+                moderation.take_inject(self),
+                losers=self.losers(),
             )
         )
+
+    def losers(self) -> tuple[str, ...]:
+        """The options of the last vote other than its winner (empty before any vote)."""
+        if self.choice is None:
+            return ()
+        return tuple(o for o in self._last_ballot if o != self.choice)
 
     def _request_choices(self, out: list[fx.Effect]) -> None:
         request = self._next_request("choices")
@@ -566,6 +577,8 @@ class Room:
             directive=notes.directive,
             state=notes.state,
             lore=list(notes.lore),
+            openings=list(notes.openings),
+            opening=notes.opening,
         )
         result = self.last_result
         if self.choice is not None and result is not None and self._last_ballot:

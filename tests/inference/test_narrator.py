@@ -136,3 +136,109 @@ async def test_cue_from_engine_and_fallback() -> None:
 async def test_request_ids_unique() -> None:
     n = Narrator(await engine())
     assert n._request_id(ctx(), "narrate") != n._request_id(ctx(), "narrate")
+
+
+@dataclass
+class Openers:
+    """Streams ``openings[k]`` for requests ``...:opening{k}:...``, else ``rest``; records them."""
+
+    openings: list[str]
+    rest: str
+    name: str = "openers"
+    model: str = "openers"
+    max_concurrency: int = 8
+
+    def __post_init__(self) -> None:
+        self.requests: list[GenerationRequest] = []
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def abort(self, request_id: str) -> None: ...
+
+    def health(self) -> EngineHealth:
+        return EngineHealth(True, "openers", "openers")
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
+        self.requests.append(request)
+        kind = request.request_id.split(":")[2]
+        text = self.openings[int(kind[7:])] if kind.startswith("opening") else self.rest
+        parts = text.split(" ")
+        for i, w in enumerate(parts):
+            last = i == len(parts) - 1
+            yield GenerationDelta(
+                (" " if i else "") + w, 1, finished=last, finish_reason="stop" if last else None
+            )
+
+
+WIN = "I follow Lena to the docks"
+LOSERS = ("I hide the photograph", "I call Nico")
+OPENINGS = [
+    " hiding the photograph in a drawer. The photograph stays hidden from everyone. More",
+    " following Lena down to the docks. Lena walks along the docks in the rain. More",
+    " calling Nico from the office phone. Nico does not answer the call. More",
+]
+REST = " The fog rolls in over the water. A ship horn sounds far away."
+
+
+def voted(max_tokens: int = 80) -> NarrationContext:
+    return NarrationContext(
+        "r", 2, SPEC, StoryCard(SPEC), choice=WIN, losers=LOSERS, max_tokens=max_tokens, seed=1
+    )
+
+
+async def test_best_opening_is_the_one_streamed_and_continued() -> None:
+    eng = Openers(OPENINGS, REST)
+    n = Narrator(eng, stall_timeout_s=1, embedder=LexicalEmbedder(), openings=3)
+    stats = NarrationStats()
+    text = "".join([d.text async for d in n.narrate(voted(), [], stats)])
+    chosen = "following Lena down to the docks. Lena walks along the docks in the rain."
+    assert text == f"{WIN}, {chosen}{REST}"
+    assert stats.opening == 1 and len(stats.openings) == 3
+    assert stats.openings[1].score == max(s.score for s in stats.openings)
+    assert stats.generated == f", {chosen}{REST}"
+    # Three candidates, then one continuation whose prefill carries the chosen opening
+    # (cut after its second sentence) and whose budget is what the opening left.
+    kinds = [r.request_id.split(":")[2] for r in eng.requests]
+    assert sorted(kinds[:3]) == ["opening0", "opening1", "opening2"] and kinds[3] == "narrate"
+    follow = eng.requests[3]
+    assert follow.messages[-1].content == f"{WIN}, {chosen}"
+    assert follow.max_tokens < 80
+    assert stats.tokens == sum(len(o.split(" ")) for o in OPENINGS) + len(REST.split(" "))
+
+
+async def test_a_prepared_opening_is_used_without_sampling_again() -> None:
+    eng = Openers(OPENINGS, REST)
+    n = Narrator(eng, stall_timeout_s=1, embedder=LexicalEmbedder(), openings=3)
+    task = n.prepare(voted())
+    await task
+    before = len(eng.requests)
+    text = "".join([d.text async for d in n.narrate(voted(), [], None, task)])
+    assert "following Lena down to the docks" in text
+    assert len(eng.requests) == before + 1
+
+
+async def test_one_opening_and_opening_beats_use_one_unchanged_stream() -> None:
+    for openings, c in ((1, voted()), (4, ctx(None, 80))):
+        eng = Openers(OPENINGS, REST)
+        n = Narrator(eng, stall_timeout_s=1, embedder=LexicalEmbedder(), openings=openings)
+        stats = NarrationStats()
+        text = "".join([d.text async for d in n.narrate(c, [], stats)])
+        assert len(eng.requests) == 1 and eng.requests[0].request_id.split(":")[2] == "narrate"
+        assert eng.requests[0].messages[-1].content in (f"{WIN},", SPEC.subject)
+        assert text.endswith(REST) and stats.opening is None and stats.openings == []
+
+
+async def test_best_of_falls_back_to_one_stream_when_every_opening_fails() -> None:
+    class Failing(Openers):
+        async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
+            if "opening" in request.request_id:
+                raise EngineError("down")
+            async for d in super().generate(request):
+                yield d
+
+    n = Narrator(Failing(OPENINGS, REST), stall_timeout_s=1, embedder=LexicalEmbedder(), openings=2)
+    stats = NarrationStats()
+    text = "".join([d.text async for d in n.narrate(voted(), [], stats)])
+    assert text == f"{WIN}.{REST}" and stats.opening is None

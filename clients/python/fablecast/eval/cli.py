@@ -38,6 +38,27 @@ def register(sub: SubParsers) -> None:
     )
     p.add_argument("--model", default=None, help="model path (default: the default model)")
     p.add_argument("--json", action="store_true", help="print one JSON object per line")
+    p.add_argument(
+        "--openings",
+        type=int,
+        default=None,
+        help="candidate openings per beat after a vote, best one continued "
+        "(default 4; 1 with the scripted engine)",
+    )
+    p.add_argument(
+        "--opening-tokens", type=int, default=None, help="token limit of a candidate opening"
+    )
+    p.add_argument(
+        "--tone-weight", type=float, default=None, help="weight of tone in the opening's score"
+    )
+    p.add_argument(
+        "--reveal",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="model the node's reveal pause: openings start at vote close, narration S "
+        "seconds later; latencies exclude S (default 0)",
+    )
     p.add_argument("--transcripts", type=Path, help="write each story as Markdown into this folder")
     p.set_defaults(func=_eval)
 
@@ -45,6 +66,7 @@ def register(sub: SubParsers) -> None:
 async def _run(args: argparse.Namespace) -> dict[str, Any]:
     from fablecast.eval.run import evaluate, transcript
     from fablecast.inference.backends import create_engine
+    from fablecast.inference.narrator import DEFAULT_OPENINGS
     from fablecast.inference.story.embed import default_embedder
     from fablecast.inference.story.spec import EVAL_PRESETS, load_spec
 
@@ -58,7 +80,22 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     embedder = await asyncio.to_thread(default_embedder)
     await engine.start()
     try:
-        runs, report = await evaluate(engine, stories, args.beats, embedder, progress=True)
+        openings = args.openings or (1 if args.engine == "scripted" else DEFAULT_OPENINGS)
+        extra: dict[str, Any] = {}
+        if args.opening_tokens:
+            extra["opening_tokens"] = args.opening_tokens
+        if args.tone_weight is not None:
+            extra["tone_weight"] = args.tone_weight
+        runs, report = await evaluate(
+            engine,
+            stories,
+            args.beats,
+            embedder,
+            progress=True,
+            openings=openings,
+            reveal_s=args.reveal,
+            **extra,
+        )
     finally:
         await engine.close()
     if args.transcripts:
@@ -72,6 +109,9 @@ def _eval(args: argparse.Namespace) -> int:
     from fablecast.inference.story.spec import SpecError
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.openings is not None and not 1 <= args.openings <= 16:
+        print("error: --openings must be 1 to 16", file=sys.stderr)
+        return 2
     if args.beats < 2:
         print("error: --beats must be at least 2", file=sys.stderr)
         return 2

@@ -5,6 +5,9 @@ Definitions (docs/quality.md):
 - ``choice_adherence``: of the beats that follow a vote, the share whose
   generated text (the prefill the server inserts does not count), by its
   first two sentences, is closer to the winning option than to every losing one.
+- ``choice_keyword_rate`` (a cross-check that uses no embeddings): of the
+  same beats, the share whose first two own sentences share a content word
+  with the winning option that no losing option has.
 - ``ballots_valid_rate``: ballots with 2-5 options, no junk, every option
   naming an entity of the story, pairwise cosine below ``DISTINCT_THRESHOLD``.
 - ``loop_rate``: beats sharing an 8-word run with an earlier beat.
@@ -19,13 +22,14 @@ Definitions (docs/quality.md):
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from fablecast.inference.story.ballots import ballot_problems
 from fablecast.inference.story.embed import Embedder, cosine
-from fablecast.inference.story.text import ends_sentence, is_meta, sentences, shares_run
+from fablecast.inference.story.text import ends_sentence, is_meta, sentences, shares_run, words
 from fablecast.inference.story.tone import ANCHORS
 
 
@@ -49,6 +53,9 @@ class BeatRecord:
     tokens: int = 0
     first_token_s: float | None = None
     first_text_s: float | None = None
+    #: Scores of the candidate openings (``OpeningScore`` as dicts) and the one chosen.
+    openings: list[dict[str, Any]] = field(default_factory=list)
+    opening: int | None = None
 
 
 def _rate(hits: int, total: int) -> float | None:
@@ -76,6 +83,31 @@ def adheres(record: BeatRecord, embedder: Embedder) -> bool | None:
     return all(win > cosine(vecs[0], v) for v in vecs[2:])
 
 
+#: Words that carry no meaning of their own (left out of the keyword cross-check).
+_STOP = frozenset(
+    re.findall(
+        r"\w+",
+        "the a an and or to into onto at with toward towards for from on in inside under behind "
+        "near through across over after about around past his her their its my our your this that "
+        "then them they she he i is am are was were be been just will can",
+    )
+)
+
+
+def _stems(text: str) -> set[str]:
+    return {w[:5] for w in words(text) if len(w) >= 3 and w not in _STOP}
+
+
+def keyword_adheres(record: BeatRecord) -> bool | None:
+    """Cross-check of ``adheres`` without embeddings: the beat's first two own sentences
+    share a content word (5-letter stem) with the winning option that no losing option has."""
+    if not record.choice or not record.losers:
+        return None
+    own = _stems(record.choice) - set().union(*(_stems(o) for o in record.losers))
+    head = _stems(" ".join(sentences(record.generated)[:2]))
+    return bool(own & head)
+
+
 def tone_of(text: str, embedder: Embedder) -> str | None:
     """The tone whose anchors ``text`` is closest to."""
     if not text.strip():
@@ -96,6 +128,7 @@ def score(stories: Sequence[Sequence[BeatRecord]], embedder: Embedder) -> dict[s
     """Every metric over ``stories`` (each one story's beats, in order)."""
     records = [r for story in stories for r in story]
     adh = [a for r in records if (a := adheres(r, embedder)) is not None]
+    kw = [a for r in records if (a := keyword_adheres(r)) is not None]
     ballots = [r for r in records if r.options]
     valid = [not ballot_problems(r.options, r.entities, embedder, r.subject) for r in ballots]
     loops = 0
@@ -111,6 +144,7 @@ def score(stories: Sequence[Sequence[BeatRecord]], embedder: Embedder) -> dict[s
     return {
         "beats": len(records),
         "choice_adherence": _rate(sum(adh), len(adh)),
+        "choice_keyword_rate": _rate(sum(kw), len(kw)),
         "ballots_valid_rate": _rate(sum(valid), len(valid)),
         "ballot_fallback_options": sum(r.ballot_fallback for r in records),
         "loop_rate": _rate(loops, len(records)),

@@ -20,9 +20,10 @@ from typing import Any
 
 from fablecast.eval.metrics import BeatRecord, score
 from fablecast.inference.engine import EngineClient
-from fablecast.inference.narrator import NarrationStats, Narrator
+from fablecast.inference.narrator import OPENING_TOKENS, NarrationStats, Narrator, Openings
 from fablecast.inference.prompts import NarrationContext
 from fablecast.inference.story.embed import Embedder
+from fablecast.inference.story.rerank import TONE_WEIGHT
 from fablecast.inference.story.spec import StorySpec, load_spec
 from fablecast.inference.story.state import StoryCard
 from fablecast.inference.story.tone import TONES
@@ -42,39 +43,73 @@ class StoryRun:
     winners: list[int] = field(default_factory=list)
 
 
+def _context(
+    preset: str,
+    spec: StorySpec,
+    card: StoryCard,
+    *,
+    beat: int,
+    choice: str | None,
+    losers: list[str],
+    seed: int,
+) -> NarrationContext:
+    tone = TONES[MOOD_SWINGS[(beat - 1) % len(MOOD_SWINGS)]]
+    return NarrationContext(
+        room=preset,
+        beat=beat,
+        spec=spec,
+        card=card,
+        choice=choice,
+        losers=tuple(losers),
+        tone=tone,
+        max_tokens=spec.beat.tokens,
+        n_choices=spec.beat.options,
+        seed=seed + beat,
+        lore=card.lore(f"{card.last_beat} {choice or ''}"),
+    )
+
+
 async def play(
-    preset: str, narrator: Narrator, beats: int, *, seed: int = 0, progress: bool = False
+    preset: str,
+    narrator: Narrator,
+    beats: int,
+    *,
+    seed: int = 0,
+    progress: bool = False,
+    reveal_s: float = 0.0,
 ) -> StoryRun:
-    """Play ``beats`` beats of ``preset`` with the scripted audience."""
+    """Play ``beats`` beats of ``preset`` with the scripted audience.
+
+    ``reveal_s`` > 0 models the node's reveal pause: the next beat's candidate
+    openings start at vote close, its narration ``reveal_s`` later; latencies
+    are measured from vote close minus ``reveal_s`` (at least 0).
+    """
     spec = load_spec(preset)
     run = StoryRun(preset, spec)
     card = StoryCard(spec)
     choice: str | None = None
     losers: list[str] = []
     earlier: list[str] = []
+    prepared: asyncio.Task[Openings | None] | None = None
+    closed = time.monotonic()
     for beat in range(1, beats + 1):
-        tone = TONES[MOOD_SWINGS[(beat - 1) % len(MOOD_SWINGS)]]
-        ctx = NarrationContext(
-            room=preset,
-            beat=beat,
-            spec=spec,
-            card=card,
-            choice=choice,
-            tone=tone,
-            max_tokens=spec.beat.tokens,
-            n_choices=spec.beat.options,
-            seed=seed + beat,
-            lore=card.lore(f"{card.last_beat} {choice or ''}"),
-        )
+        ctx = _context(preset, spec, card, beat=beat, choice=choice, losers=losers, seed=seed)
+        tone = ctx.tone
+        assert tone is not None
+        if reveal_s > 0 and beat > 1:
+            if narrator.best_of(ctx):
+                prepared = narrator.prepare(ctx, earlier)
+            await asyncio.sleep(reveal_s)
         stats = NarrationStats()
-        t0 = time.monotonic()
+        t0 = closed + (reveal_s if beat > 1 else 0.0)
         parts: list[str] = []
         first_text: float | None = None
-        async for delta in narrator.narrate(ctx, earlier, stats):
+        async for delta in narrator.narrate(ctx, earlier, stats, prepared):
             if delta.text and len(parts) == 1 and first_text is None:
-                first_text = time.monotonic() - t0
+                first_text = max(0.0, time.monotonic() - t0)
             if delta.text:
                 parts.append(delta.text)
+        prepared = None
         text = "".join(parts).strip()
         card.update(text, choice)
         earlier = [*earlier[-7:], text]
@@ -97,8 +132,10 @@ async def play(
             cue_source=cue.source,
             dropped=stats.dropped,
             tokens=stats.tokens,
-            first_token_s=(stats.first_token_at - t0) if stats.first_token_at else None,
+            first_token_s=max(0.0, stats.first_token_at - t0) if stats.first_token_at else None,
             first_text_s=first_text,
+            openings=[asdict(o) for o in stats.openings],
+            opening=stats.opening,
         )
         run.beats.append(rec)
         if progress:
@@ -108,6 +145,7 @@ async def play(
         run.winners.append(winner)
         choice = ballot.options[winner]
         losers = [o for i, o in enumerate(ballot.options) if i != winner]
+        closed = time.monotonic()  # vote close: the next beat's clock starts
     return run
 
 
@@ -118,16 +156,35 @@ async def evaluate(
     embedder: Embedder,
     *,
     progress: bool = False,
+    openings: int = 1,
+    opening_tokens: int = OPENING_TOKENS,
+    tone_weight: float = TONE_WEIGHT,
+    reveal_s: float = 0.0,
 ) -> tuple[list[StoryRun], dict[str, Any]]:
-    """Play every preset concurrently on ``engine``; return the runs and the report."""
-    narrator = Narrator(engine, stall_timeout_s=120.0, embedder=embedder)
+    """Play every preset concurrently on ``engine``; return the runs and the report.
+
+    ``openings`` > 1: beats after a vote continue the best of that many
+    candidate openings (``Narrator``); ``reveal_s``: see ``play``.
+    """
+    narrator = Narrator(
+        engine,
+        stall_timeout_s=120.0,
+        embedder=embedder,
+        openings=openings,
+        opening_tokens=opening_tokens,
+        tone_weight=tone_weight,
+    )
     t0 = time.monotonic()
-    runs = await asyncio.gather(*(play(p, narrator, beats, progress=progress) for p in presets))
+    runs = await asyncio.gather(
+        *(play(p, narrator, beats, progress=progress, reveal_s=reveal_s) for p in presets)
+    )
     wall = time.monotonic() - t0
     report: dict[str, Any] = {
         "engine": engine.name,
         "model": engine.model,
         "embedder": embedder.name,
+        "openings": openings,
+        "reveal_s": reveal_s,
     }
     per: dict[str, Any] = {}
     for run in runs:
@@ -151,6 +208,13 @@ def transcript(run: StoryRun) -> str:
         if rec.choice:
             head += f" — acts out: *{rec.choice}*"
         lines += [f"{head} — tone: {rec.tone}", "", f"> {rec.text}", ""]
+        if rec.opening is not None and rec.openings:
+            scores = ", ".join(
+                f"{'**' if i == rec.opening else ''}{o['score']:+.2f}"
+                f"{'**' if i == rec.opening else ''}"
+                for i, o in enumerate(rec.openings)
+            )
+            lines += [f"Openings (score of each candidate, chosen in bold): {scores}", ""]
         opts = " | ".join(
             f"{'**' if i == winner else ''}{o}{'**' if i == winner else ''}"
             for i, o in enumerate(options)
