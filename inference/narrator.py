@@ -46,6 +46,7 @@ from fablecast.inference.story.rerank import (
     OpeningScore,
     best_opening,
     score_openings,
+    tone_margins,
 )
 from fablecast.inference.story.text import is_meta, shares_run, split_complete
 from fablecast.inference.types import (
@@ -84,6 +85,10 @@ class NarrationStats:
     opening: int | None = None
     #: ``time.monotonic()`` when the opening was chosen (None: no choice made).
     chosen_at: float | None = None
+    #: Tone margins of the candidate rests of the beat (empty: the rest was streamed).
+    rests: list[float] = field(default_factory=list)
+    #: Index of the rest told (None: the rest was streamed).
+    rest: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +107,7 @@ class Openings:
 
 
 #: Candidate openings per beat after a vote on real engines (``[engine] openings``).
-DEFAULT_OPENINGS = 4
+DEFAULT_OPENINGS = 6
 #: Tokens a candidate opening may take (two sentences of the default model).
 OPENING_TOKENS = 48
 
@@ -120,8 +125,12 @@ class Narrator:
         openings: int = 1,
         opening_tokens: int = OPENING_TOKENS,
         tone_weight: float = TONE_WEIGHT,
+        rests: bool = True,
     ) -> None:
         self.engine = engine
+        #: With best-of-n openings and a tone directive: also sample the rest of the
+        #: beat ``openings`` times and tell the best-toned (the tone pass).
+        self.rests = rests
         #: Candidate openings of a beat after a vote (1: no best-of-n, one stream).
         self.openings = openings
         self.opening_tokens = opening_tokens
@@ -278,6 +287,60 @@ class Narrator:
             chosen_at=time.monotonic(),
         )
 
+    async def _rests(
+        self,
+        ctx: NarrationContext,
+        follow: GenerationRequest,
+        earlier: list[str],
+        told: list[str],
+        stats: NarrationStats,
+    ) -> GenerationDelta | None:
+        """The best-toned of ``openings`` rests of the beat, as one finished delta."""
+        assert ctx.tone is not None
+        requests = [
+            replace(
+                follow,
+                request_id=self._request_id(ctx, f"rest{k}"),
+                seed=None if follow.seed is None else follow.seed + 104729 * (k + 1),
+            )
+            for k in range(self.openings)
+        ]
+        answers = await asyncio.gather(
+            *(self._text_tokens(r) for r in requests), return_exceptions=True
+        )
+        for a in answers:
+            if isinstance(a, asyncio.CancelledError):
+                raise a
+        good = [a for a in answers if not isinstance(a, BaseException)]
+        if not good:
+            return None
+        beats: list[str] = []
+        for text, _ in good:
+            done, _ = split_complete(text)
+            clean = [
+                d.strip()
+                for d in done
+                if d.strip() and not is_meta(d) and not shares_run(d, earlier)
+            ]
+            beats.append(" ".join([*told, *clean]) if clean else "")
+        margins = await asyncio.to_thread(
+            functools.partial(tone_margins, beats, ctx.tone.name, self.embedder)
+        )
+        best = max(range(len(margins)), key=lambda i: (margins[i], -i))
+        stats.rests = margins
+        stats.rest = best
+        return GenerationDelta(
+            good[best][0], sum(t for _, t in good), finished=True, finish_reason="length"
+        )
+
+    async def _text_tokens(self, request: GenerationRequest) -> tuple[str, int]:
+        text = ""
+        tokens = 0
+        async for delta in self.stream(request):
+            text += delta.text
+            tokens += delta.tokens
+        return text, tokens
+
     async def _best_of(
         self,
         ctx: NarrationContext,
@@ -310,8 +373,20 @@ class Narrator:
             messages=(*request.messages[:-1], ChatMessage("assistant", prefill)),
             max_tokens=left,
         )
-        async for delta in self.stream(follow):
-            yield delta
+        if ctx.tone is None or not self.rests:
+            async for delta in self.stream(follow):
+                yield delta
+            return
+        # The tone pass: sample the rest of the beat ``openings`` times, tell the one
+        # whose whole beat (opening and rest, as the guard will release them) is
+        # nearest the tone asked for. It reaches clients as one block, not streamed.
+        told = [chosen.scores[chosen.chosen].text]
+        rest = await self._rests(ctx, follow, [*earlier, prefill], told, stats)
+        if rest is None:  # every rest failed: one plain stream
+            async for delta in self.stream(follow):
+                yield delta
+            return
+        yield rest
 
     async def _unguarded(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
         yield GenerationDelta(request.messages[-1].content + " ", 0)

@@ -332,7 +332,8 @@ class Why(RoomFrame, tag="why", kw_only=True):
     the vote that chose ``choice`` (empty for the opening beat); ``mood`` is the
     room's mood when the beat was requested; ``tone`` and ``directive`` the tone
     directive applied; ``state`` and ``lore`` what the prompt was given;
-    ``openings`` the scored candidate openings and ``opening`` the one continued.
+    ``openings`` the scored candidate openings and ``opening`` the one continued;
+    ``rests`` the tone margins of the candidate rests and ``rest`` the one told.
     """
 
     beat: int
@@ -350,6 +351,9 @@ class Why(RoomFrame, tag="why", kw_only=True):
     #: The candidate openings scored (empty: one opening was sampled) and the one continued.
     openings: list[Opening] = []
     opening: int | None = None
+    #: Tone margins of the candidate rests of the beat (the tone pass) and the one told.
+    rests: list[float] = []
+    rest: int | None = None
 
 
 class Rewind(RoomFrame, tag="rewind", kw_only=True):

@@ -114,7 +114,7 @@ class EngineConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     #: Candidate openings sampled for a beat after a vote; the one nearest the winning
     #: option and the tone asked for is continued (docs/stories.md). 1: one stream.
     #: Applies to real engines only (the scripted engine always uses one).
-    openings: Annotated[int, Meta(ge=1, le=16)] = 4
+    openings: Annotated[int, Meta(ge=1, le=16)] = 6
 
 
 class RoomConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

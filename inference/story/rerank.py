@@ -7,7 +7,8 @@ A candidate's score, with unit sentence embeddings (cosine = dot product)::
     choice = cos(c, winner) - max(cos(c, loser) for each losing option)
     tone   = max cos(c, anchor of the directive's tone)
              - max over the other tones of max cos(c, their anchor)
-    score  = choice + tone_weight * tone (+ bonuses for a positive margin)
+    score  = choice + tone_weight * tone
+             + CHOICE_BONUS if choice > 0 + TONE_BONUS if tone > 0
 
 so the chosen opening acts the winning option out rather than a loser, and
 carries the tone asked for. The embedder is the one ``fablecast eval`` scores
@@ -28,10 +29,12 @@ from fablecast.inference.story.tone import ANCHORS
 #: Weight of the tone margin next to the choice margin.
 TONE_WEIGHT: Final = 1.0
 #: Added when the choice margin is positive (the candidate is nearer the winner
-#: than every loser) and when the tone margin is positive (its tone is the one
-#: asked for): a candidate that gets both right beats one that excels at one.
-MARGIN_BONUS: Final = 0.25
-#: The score of an empty candidate: below any other (real scores lie within [-3, 3]).
+#: than every loser): acting the winner out comes first.
+CHOICE_BONUS: Final = 1.0
+#: Added when the tone margin is positive (its tone is the one asked for): among
+#: candidates that act the winner out, one in the right tone wins.
+TONE_BONUS: Final = 0.5
+#: The score of an empty candidate: below any other (real scores lie within [-4, 4]).
 EMPTY_SCORE: Final = -10.0
 
 
@@ -55,7 +58,8 @@ def score_openings(
     embedder: Embedder,
     *,
     tone_weight: float = TONE_WEIGHT,
-    bonus: float = MARGIN_BONUS,
+    choice_bonus: float = CHOICE_BONUS,
+    tone_bonus: float = TONE_BONUS,
 ) -> list[OpeningScore]:
     """Score every candidate (in order); an empty candidate scores ``EMPTY_SCORE``.
 
@@ -85,8 +89,32 @@ def score_openings(
             assert tone is not None
             tone_m = best[tone] - max(s for n, s in best.items() if n != tone)
         total = choice + tone_weight * tone_m
-        total += bonus * (choice > 0) * bool(losers) + bonus * (tone_m > 0) * bool(names)
+        if losers and choice > 0:
+            total += choice_bonus
+        if names and tone_m > 0:
+            total += tone_bonus
         out.append(OpeningScore(text, round(choice, 4), round(tone_m, 4), round(total, 4)))
+    return out
+
+
+def tone_margins(texts: Sequence[str], tone: str, embedder: Embedder) -> list[float]:
+    """Per text: its best similarity to ``tone``'s anchors minus the best other tone's.
+
+    ``tone`` must be a key of ``ANCHORS``; an empty text gets ``EMPTY_SCORE``.
+    """
+    names = list(ANCHORS)
+    flat = [(n, a) for n in names for a in ANCHORS[n]]
+    vecs = embedder.embed([*texts, *(a for _, a in flat)])
+    anchors = vecs[len(texts) :]
+    out: list[float] = []
+    for text, v in zip(texts, vecs, strict=False):
+        if not text.strip():
+            out.append(EMPTY_SCORE)
+            continue
+        best: dict[str, float] = {}
+        for (n, _), a in zip(flat, anchors, strict=True):
+            best[n] = max(best.get(n, -1.0), cosine(v, a))
+        out.append(round(best[tone] - max(s for n, s in best.items() if n != tone), 4))
     return out
 
 

@@ -93,6 +93,9 @@ class BeatNotes:
     #: Scored candidate openings (best-of-n) and the index of the one continued.
     openings: tuple[Opening, ...] = ()
     opening: int | None = None
+    #: Tone margins of the candidate rests of the beat (the tone pass), and the one told.
+    rests: tuple[float, ...] = ()
+    rest: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -468,6 +468,8 @@ class RoomRunner:
                 for o in stats.openings
             ),
             opening=stats.opening,
+            rests=tuple(stats.rests),
+            rest=stats.rest,
         )
         self.dispatch(fx.NarrationDone(eff.request, notes))
 

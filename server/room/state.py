@@ -579,6 +579,8 @@ class Room:
             lore=list(notes.lore),
             openings=list(notes.openings),
             opening=notes.opening,
+            rests=list(notes.rests),
+            rest=notes.rest,
         )
         result = self.last_result
         if self.choice is not None and result is not None and self._last_ballot:

@@ -242,3 +242,37 @@ async def test_best_of_falls_back_to_one_stream_when_every_opening_fails() -> No
     stats = NarrationStats()
     text = "".join([d.text async for d in n.narrate(voted(), [], stats)])
     assert text == f"{WIN}.{REST}" and stats.opening is None
+
+
+async def test_the_tone_pass_tells_the_best_toned_rest_as_one_block() -> None:
+    # Rests come from ``rest`` (every narrate request): give each request its own.
+    rests = [
+        " She sits calmly. The room is quiet. More",
+        " He laughs at the silly joke. Everyone giggles at it. More",
+        " The cold wind blows. A door shuts. More",
+    ]
+
+    class Rests(Openers):
+        async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
+            kind = request.request_id.split(":")[2]
+            if kind.startswith("rest"):
+                self.rest = rests[int(kind[4:])]
+            async for d in super().generate(request):
+                yield d
+
+    from fablecast.inference.story.tone import TONES
+
+    eng = Rests(OPENINGS, REST)
+    n = Narrator(eng, stall_timeout_s=1, embedder=LexicalEmbedder(), openings=3)
+    c = voted()
+    c.tone = TONES["funny"]
+    stats = NarrationStats()
+    deltas = [d async for d in n.narrate(c, [], stats)]
+    text = "".join(d.text for d in deltas)
+    assert stats.rest == 1 and len(stats.rests) == 3
+    assert text.endswith("rain. He laughs at the silly joke. Everyone giggles at it.")
+    # Without a tone (or with the pass off) the rest is one plain stream.
+    n.rests = False
+    eng.requests.clear()
+    "".join([d.text async for d in n.narrate(c, [], NarrationStats())])
+    assert not any("rest" in r.request_id.split(":")[2] for r in eng.requests)

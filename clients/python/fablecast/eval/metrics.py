@@ -56,6 +56,9 @@ class BeatRecord:
     #: Scores of the candidate openings (``OpeningScore`` as dicts) and the one chosen.
     openings: list[dict[str, Any]] = field(default_factory=list)
     opening: int | None = None
+    #: Tone margins of the candidate rests (the tone pass) and the one told.
+    rests: list[float] = field(default_factory=list)
+    rest: int | None = None
 
 
 def _rate(hits: int, total: int) -> float | None:

@@ -136,6 +136,8 @@ async def play(
             first_text_s=first_text,
             openings=[asdict(o) for o in stats.openings],
             opening=stats.opening,
+            rests=list(stats.rests),
+            rest=stats.rest,
         )
         run.beats.append(rec)
         if progress:
@@ -211,10 +213,19 @@ def transcript(run: StoryRun) -> str:
         if rec.opening is not None and rec.openings:
             scores = ", ".join(
                 f"{'**' if i == rec.opening else ''}{o['score']:+.2f}"
-                f"{'**' if i == rec.opening else ''}"
+                f"{'**' if i == rec.opening else ''} ({o['choice']:+.2f}/{o['tone']:+.2f})"
                 for i, o in enumerate(rec.openings)
             )
-            lines += [f"Openings (score of each candidate, chosen in bold): {scores}", ""]
+            lines += [
+                f"Openings (score (choice/tone margin) per candidate, chosen in bold): {scores}",
+                "",
+            ]
+        if rec.rest is not None and rec.rests:
+            rests = ", ".join(
+                f"{'**' if i == rec.rest else ''}{t:+.2f}{'**' if i == rec.rest else ''}"
+                for i, t in enumerate(rec.rests)
+            )
+            lines += [f"Rests (tone margin of each candidate, told in bold): {rests}", ""]
         opts = " | ".join(
             f"{'**' if i == winner else ''}{o}{'**' if i == winner else ''}"
             for i, o in enumerate(options)
