@@ -115,6 +115,9 @@ class EngineConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     #: option and the tone asked for is continued (docs/stories.md). 1: one stream.
     #: Applies to real engines only (the scripted engine always uses one).
     openings: Annotated[int, Meta(ge=1, le=16)] = 6
+    #: With best-of-n openings and a tone directive, also sample the rest of the
+    #: beat ``openings`` times and tell the one nearest the tone (docs/stories.md).
+    tone_pass: bool = True
 
 
 class RoomConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

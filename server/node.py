@@ -230,6 +230,7 @@ class Node:
             self.narrator.embedder = await asyncio.to_thread(default_embedder)
             # Best-of-n openings after a vote, scored with that embedder.
             self.narrator.openings = self.config.engine.openings
+            self.narrator.rests = self.config.engine.tone_pass
         try:
             if self.owns_engine or not self.engine.health().ready:
                 await self.engine.start()
