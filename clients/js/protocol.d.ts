@@ -217,6 +217,16 @@ export interface Narrator {
 }
 
 /**
+ * One candidate opening of a beat and its score (docs/stories.md, best-of-n).
+ */
+export interface Opening {
+  text: string;
+  choice: number;
+  tone: number;
+  score: number;
+}
+
+/**
  * One choice on a ballot.
  */
 export interface Option {
@@ -420,7 +430,9 @@ export interface Welcome {
  * `ballot`, `counts`, `winner`, `voters` and `tie_break` are those of
  * the vote that chose `choice` (empty for the opening beat); `mood` is the
  * room's mood when the beat was requested; `tone` and `directive` the tone
- * directive applied; `state` and `lore` what the prompt was given.
+ * directive applied; `state` and `lore` what the prompt was given;
+ * `openings` the scored candidate openings and `opening` the one continued;
+ * `rests` the tone margins of the candidate rests and `rest` the one told.
  */
 export interface Why {
   type: "why";
@@ -438,6 +450,10 @@ export interface Why {
   directive?: string | null;
   state?: StoryState | null;
   lore?: string[];
+  openings?: Opening[];
+  opening?: number | null;
+  rests?: number[];
+  rest?: number | null;
 }
 
 /** Every message a client may send. */
