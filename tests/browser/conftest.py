@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 AXE = REPO / "clients" / "js" / "node_modules" / "axe-core" / "axe.min.js"
 
 
-def browser_config(vote_s: float = 3.0) -> Config:
+def browser_config(vote_s: float = 6.0) -> Config:
     """Fast beats, a vote window long enough to click in, port 0."""
     return Config(
         server=ServerConfig(port=0, tick_ms=20, uvloop=False),

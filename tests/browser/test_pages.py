@@ -55,7 +55,8 @@ def test_text_grows_and_a_vote_reaches_another_viewer(web_node: NodeThread, new_
     window = client_state(alice, "fablecast.state.ballot.window")
     alice.click("#options button.option[data-index='1']")
     alice.wait_for_selector("#options button.option[data-index='1'][aria-pressed='true']")
-    assert client_state(alice, "fablecast.state.myVote") == 1
+    # The server's vote_ack confirms it (written with the next tick's frames).
+    alice.wait_for_function("() => fablecast.state.myVote === 1")
     bob.wait_for_function(
         f"() => fablecast.state.ballot?.window === {window} && " + count_is(1, "1 vote")
     )
