@@ -154,14 +154,19 @@ class ScheduledEngine:
         fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._waiters[ticket.request_id] = fut
         s = self.scheduler
-        self._status(
-            ticket.room,
-            "busy",
-            f"waiting for the engine: {s.running} running, "
-            f"place {s.position(ticket.request_id, self._now())} in queue",
-        )
+        cfg = self.config
         try:
-            done, _ = await asyncio.wait({fut}, timeout=self.config.stalled_after_s)
+            grace = min(cfg.busy_after_s, cfg.stalled_after_s)
+            done, _ = await asyncio.wait({fut}, timeout=grace) if grace > 0 else (set(), set())
+            if done:
+                return await fut
+            self._status(
+                ticket.room,
+                "busy",
+                f"waiting for the engine: {s.running} running, "
+                f"place {s.position(ticket.request_id, self._now())} in queue",
+            )
+            done, _ = await asyncio.wait({fut}, timeout=cfg.stalled_after_s - grace)
             if not done:
                 # Aging may have reordered the queue; let it take effect now.
                 self._wake(s.admit(self._now()))

@@ -38,7 +38,9 @@ Rules (in the order they apply):
    queued requests and report running ones, which the wrapper aborts in the
    engine (room closed, veto, rewind).
 6. **Status.** A room's queue status is ``busy`` while one of its requests
-   waits in the queue or was refused, ``stalled`` when one waited
+   has waited ``busy_after_s`` or more in the queue (a short wait behind the
+   room's own requests, such as a beat's candidate openings, is not news to
+   its audience) or was refused, ``stalled`` when one waited
    ``stalled_after_s`` or more, ``ok`` when its request streams; the wrapper
    reports them through ``on_status(room, state, message)``. Engine failures
    are raised to the room, the one owner of the narrator's state.
@@ -88,6 +90,8 @@ class SchedulerConfig:
     """A request queued this long goes first (anti-starvation)."""
     stalled_after_s: float = 5.0
     """A request queued this long turns its room's status to ``stalled``."""
+    busy_after_s: float = 1.0
+    """A request queued this long turns its room's status to ``busy`` (0: at once)."""
 
     def __post_init__(self) -> None:
         if self.max_running is not None and self.max_running < 1:

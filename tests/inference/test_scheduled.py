@@ -48,7 +48,7 @@ async def test_wrapper_queues_and_reports_status() -> None:
     seen: list[tuple[str, str]] = []
     eng = ScheduledEngine(
         inner,
-        SchedulerConfig(max_running_per_room=1),
+        SchedulerConfig(max_running_per_room=1, busy_after_s=0),
         on_status=lambda r, s, m: seen.append((r, s)),
     )
     await eng.start()
@@ -56,6 +56,31 @@ async def test_wrapper_queues_and_reports_status() -> None:
     assert all(r[-1].finished for r in results)
     assert ("r1", "busy") in seen and ("r1", "ok") in seen
     await eng.close()
+
+
+async def test_a_short_wait_is_not_shown_busy() -> None:
+    # A request admitted within busy_after_s (e.g. behind its own room's candidate
+    # openings) does not flash "busy" at the audience; a longer wait does.
+    inner = ScriptedEngine(tokens_per_s=200, first_token_s=0, max_concurrency=1)
+    seen: list[tuple[str, str]] = []
+    eng = ScheduledEngine(
+        inner,
+        SchedulerConfig(busy_after_s=0.5),
+        on_status=lambda r, s, m: seen.append((r, s)),
+    )
+    await eng.start()
+    await asyncio.gather(_collect(eng, _req("a", "r1", 4)), _collect(eng, _req("b", "r2", 4)))
+    assert not any(s == "busy" for _r, s in seen)
+    slow = ScriptedEngine(tokens_per_s=10, first_token_s=0, max_concurrency=1)
+    seen.clear()
+    eng2 = ScheduledEngine(
+        slow, SchedulerConfig(busy_after_s=0.05), on_status=lambda r, s, m: seen.append((r, s))
+    )
+    await eng2.start()
+    await asyncio.gather(_collect(eng2, _req("a", "r1", 4)), _collect(eng2, _req("b", "r2", 4)))
+    assert ("r2", "busy") in seen
+    await eng.close()
+    await eng2.close()
 
 
 async def test_wrapper_queue_full_raises_busy() -> None:
