@@ -67,6 +67,12 @@ BUILTIN_TERMS: Final[dict[Rating, tuple[str, ...]]] = {
         "whore",
         "porn",
         "sex",
+        "sexy",
+        "nude",
+        "naked",
+        # Seen from the default model in a family room ("I'll make love with ...").
+        "make love",
+        "making love",
     ),
 }
 
