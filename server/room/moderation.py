@@ -146,13 +146,14 @@ def take_inject(room: Room) -> str | None:
 def on_delta(room: Room, text: str, now: float, out: list[fx.Effect]) -> None:
     """A narration delta of the current request: stream what the gate releases."""
     mod = room.mod
+    gate = mod.gate
+    if gate is None and not mod.beat_approval:
+        _show(room, text, out)  # no filter, no approval: ``partial`` is the whole beat
+        return
     mod.raw.append(text)
     if mod.beat_approval:
         return  # rule 1: nothing streams before a moderator approves
-    gate = mod.gate
-    if gate is None:
-        _show(room, text, out)
-        return
+    assert gate is not None
     release = gate.feed(text)
     _apply(room, release, now, out)
 
@@ -163,7 +164,7 @@ def on_done(
     """The narration ended. True: commit the beat now (``partial`` holds all of it)."""
     mod = room.mod
     gate = mod.gate
-    raw = mod.raw.text()
+    raw = mod.raw.text() if gate is not None or mod.beat_approval else room.partial.text()
     if not raw.strip():
         return True  # the core's "no text" failure path
     if mod.beat_approval:

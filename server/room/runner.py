@@ -191,16 +191,10 @@ class RoomRunner:
             }
             whys = self.room.whys
             if whys and whys[-1].beat == frame.beat:  # the beat's why record, as the room made it
-                why = msgspec.to_builtins(whys[-1])
-                for key in ("type", "epoch", "seq"):
-                    why.pop(key, None)
-                data["why"] = why
+                data["why"] = _payload(whys[-1])
             return "beat", data
         if isinstance(frame, m.Cue):
-            data = msgspec.to_builtins(frame)
-            for key in ("type", "epoch", "seq"):
-                data.pop(key, None)
-            return "cue", data
+            return "cue", _payload(frame)
         if isinstance(frame, m.Ballot):
             return "ballot", {
                 "window": frame.window,
@@ -208,10 +202,7 @@ class RoomRunner:
                 "options": [o.text for o in frame.options],
             }
         if isinstance(frame, m.VoteResult):
-            data = msgspec.to_builtins(frame)
-            for key in ("type", "epoch", "seq"):
-                data.pop(key, None)
-            return "result", data
+            return "result", _payload(frame)
         return None
 
     def _persist(self, kind: str, data: dict[str, object]) -> None:
@@ -513,3 +504,11 @@ def _passes_hold(effect: fx.Effect) -> bool:
     if isinstance(effect, fx.Reply):
         return True
     return isinstance(effect, fx.Publish) and isinstance(effect.frame, m.Narrator)
+
+
+def _payload(frame: m.RoomMessage) -> dict[str, object]:
+    """A room frame's fields as a log event stores them: without its tag and stream stamp."""
+    data: dict[str, object] = msgspec.to_builtins(frame)
+    for key in ("type", "epoch", "seq"):
+        data.pop(key, None)
+    return data
