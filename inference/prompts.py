@@ -11,8 +11,9 @@ model's own turns (a small model copies its own earlier turns)::
 
 The prefill does the steering: a beat after a vote opens with the winning
 option written in as its first words (``"I follow Lena to the docks,"``, left
-open); the model finishes that sentence and goes on, so the beat acts the
-choice out. A ballot option is the
+open), then the tone's lead phrase when the room has a tone (``"I follow Lena
+to the docks, heart pounding,"``); the model finishes that sentence and goes
+on, so the beat acts the choice out in the tone asked for. A ballot option is the
 continuation of ``"{subject}"`` under a regex that admits only a few words and
 an entity of the story. Crowd text (the winning option) appears only inside
 that prefill, cleaned to one bounded line: the system and user messages of a
@@ -174,8 +175,14 @@ def narration_request(ctx: NarrationContext, request_id: str) -> GenerationReque
     # The winning option opens the beat, left open with a comma so the model
     # carries the action on in its own words before it moves the scene along
     # (a bare open end lets it run on into the last word: "moon" -> "moonlit").
+    # A tone's lead phrase follows it ("Mira opens the door, heart pounding,"): the
+    # model continues a sentence already in the tone asked for.
     action = choice_sentence(ctx.choice)[:-1] if ctx.choice else ""
-    prefill = f"{action}," if action else ctx.spec.subject
+    lead = ctx.tone.lead(ctx.beat) if ctx.tone is not None else ""
+    if action:
+        prefill = f"{action}, {lead}," if lead else f"{action},"
+    else:
+        prefill = f"{ctx.spec.subject}, {lead}," if lead else ctx.spec.subject
     return GenerationRequest(
         request_id=request_id,
         messages=(

@@ -35,7 +35,8 @@ class GenerationRequest:
     share per room, token budget per beat, urgency); ``choice`` and ``n_choices``
     (and ``hints``: the entities a ballot option may name) let the scripted
     engine answer in kind; ``adapter`` names a LoRA adapter the
-    backend serves (None: the base model). Real engines read only the sampling
+    backend serves (None: the base model; for narration, the backend's
+    narration adapter where it has one). Real engines read only the sampling
     fields, ``json_schema`` and ``adapter``.
     """
 

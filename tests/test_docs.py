@@ -42,3 +42,13 @@ def test_readme_quickstart_is_the_two_make_commands() -> None:
     commands = [line.split("#")[0].strip() for line in quick.splitlines()[1:] if line.strip()]
     assert commands == ["make serve", "make test"]
     assert "make test" in (ROOT / ".ci/run").read_text()
+
+
+def test_stories_doc_lists_every_tone_with_its_directive_and_lead_phrases() -> None:
+    from fablecast.inference.story.tone import TONES
+
+    doc = (ROOT / "docs/stories.md").read_text()
+    for tone in TONES.values():
+        row = next(line for line in doc.splitlines() if line.startswith(f"| `{tone.name}` |"))
+        assert tone.directive in row
+        assert " · ".join(tone.leads) in row

@@ -7,6 +7,14 @@ constrained with ``StructuredOutputsParams(json=...)`` when the request has a
 ``json_schema``. Closing a stream aborts its request (vLLM's ``generate`` does
 that on ``GeneratorExit``); ``abort(request_id)`` aborts from outside.
 
+LoRA adapters (``adapters``: name -> folder of peft's ``save_pretrained``) are
+served through vLLM's LoRA support; a request names one with
+``GenerationRequest.adapter``. ``narration_adapter`` is the adapter that
+narration requests naming none get: none (default), a name in ``adapters``,
+or ``narrator``, the shipped narrator adapter of the default model
+(``fablecast.inference.adapters``; docs/quality.md has its figures). vLLM's
+LoRA support is switched on only when some adapter is served.
+
 Failure rules: a dead engine core (``EngineDeadError``) or any other vLLM error
 becomes ``EngineError`` in the stream that saw it; ``health()`` then reports
 not ready (``AsyncLLM.errored``), and every later ``generate`` fails at once.
@@ -102,8 +110,16 @@ class VLLMEngine:
         seed: int = 0,
         request_seeds: bool | None = None,
         engine_args: Mapping[str, Any] | None = None,
+        adapters: Mapping[str, str] | None = None,
+        narration_adapter: str | None = None,
     ) -> None:
         self._model_cfg = model
+        self._adapters_cfg = dict(adapters or {})
+        self.narration_adapter_cfg = narration_adapter
+        #: Adapter name -> LoRARequest, resolved at start.
+        self._loras: dict[str, Any] = {}
+        #: The adapter narration requests get by default (None: the base model).
+        self.narration_adapter: str | None = None
         self._model = model or "default"
         self.dtype = dtype
         self.max_num_seqs = max_num_seqs
@@ -150,6 +166,7 @@ class VLLMEngine:
 
             path = await asyncio.to_thread(resolve_model, self._model_cfg)
             self._model = path
+            self._resolve_adapters()
             self._llm = await asyncio.to_thread(self._build, path)
             if self.request_seeds is None:
                 from vllm.platforms import current_platform
@@ -183,8 +200,62 @@ class VLLMEngine:
                 backend="xgrammar", disable_any_whitespace=True
             ),
         }
+        if self._loras:
+            from fablecast.inference.adapters import lora_rank
+
+            kwargs["enable_lora"] = True
+            kwargs["max_loras"] = min(4, len(self._loras))
+            kwargs["max_lora_rank"] = max(lora_rank(r.lora_path) for r in self._loras.values())
         kwargs.update(self.engine_args)
         return AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
+
+    def _resolve_adapters(self) -> None:
+        """Check the configured adapters and the narration adapter (raises ValueError)."""
+        from vllm.lora.request import LoRARequest
+
+        from fablecast.inference.adapters import NARRATOR, check_adapter, shipped_narrator
+        from fablecast.inference.model import is_default
+
+        folders = {name: check_adapter(folder) for name, folder in self._adapters_cfg.items()}
+        choice = self.narration_adapter_cfg
+        if choice in (None, "", "none"):
+            choice = None
+        elif choice == NARRATOR and NARRATOR not in folders:
+            shipped = shipped_narrator() if is_default(self._model_cfg) else None
+            if shipped is None:
+                raise ValueError(
+                    "[engine] narration_adapter 'narrator' is the shipped adapter of the default "
+                    "model; name another model's adapter in adapters"
+                )
+            folders[NARRATOR] = shipped
+        elif choice not in folders:
+            raise ValueError(
+                f"[engine] narration_adapter {choice!r} is not in adapters "
+                f"({', '.join(folders) or 'none'})"
+            )
+        self.narration_adapter = choice
+        self._loras = {
+            name: LoRARequest(name, i, str(folder))
+            for i, (name, folder) in enumerate(sorted(folders.items()), 1)
+        }
+
+    @property
+    def adapters(self) -> list[str]:
+        """Names of the adapters served (known after ``start``)."""
+        return sorted(self._loras)
+
+    def _lora(self, request: GenerationRequest) -> Any:
+        name = request.adapter
+        if name is None and request.kind == "narration":
+            name = self.narration_adapter
+        if name is None:
+            return None
+        lora = self._loras.get(name)
+        if lora is None:
+            raise EngineError(
+                f"adapter {name!r} is not served (adapters: {', '.join(self._loras) or 'none'})"
+            )
+        return lora
 
     def health(self) -> EngineHealth:
         """Ready when started and vLLM's engine core is alive."""
@@ -193,7 +264,10 @@ class VLLMEngine:
             return EngineHealth(False, self.name, self._model, "not started")
         if self._failure is not None or llm.errored:
             return EngineHealth(False, self.name, self._model, self._failure or "engine dead")
-        return EngineHealth(True, self.name, self._model, f"max_num_seqs {self.max_num_seqs}")
+        detail = f"max_num_seqs {self.max_num_seqs}"
+        if self.narration_adapter:
+            detail += f", narration adapter {self.narration_adapter}"
+        return EngineHealth(True, self.name, self._model, detail)
 
     async def abort(self, request_id: str) -> None:
         """Abort ``request_id`` in vLLM (its stream ends with ``abort``)."""
@@ -281,9 +355,10 @@ class VLLMEngine:
         from vllm.v1.engine.exceptions import EngineDeadError
 
         try:
+            lora = self._lora(request)
             prompt = await self._prompt(request)
             params = self._sampling(request)
-            stream = llm.generate(prompt, params, request.request_id)
+            stream = llm.generate(prompt, params, request.request_id, lora_request=lora)
             try:
                 async for out in stream:
                     completion = out.outputs[0]

@@ -29,11 +29,19 @@ class Tone:
     point: tuple[float, float]
     #: Words the narration's sampling favours a little (a logit bias, where the engine can).
     favour: tuple[str, ...] = ()
+    #: Short phrases the server writes into the beat's first sentence, after the
+    #: winning action (``"Mira opens the door, heart pounding,"``): the model
+    #: continues a sentence already in the tone. Not anchor text (``ANCHORS``).
+    leads: tuple[str, ...] = ()
 
     @property
     def directive(self) -> str:
         """The instruction given to the narrator."""
         return f"Make this scene {self.words}: {self.how}."
+
+    def lead(self, beat: int) -> str:
+        """The lead phrase of beat ``beat`` (they take turns; "" when the tone has none)."""
+        return self.leads[beat % len(self.leads)] if self.leads else ""
 
 
 TONES: Final[dict[str, Tone]] = {
@@ -55,6 +63,7 @@ TONES: Final[dict[str, Tone]] = {
                 "trembling",
                 "dread",
             ),
+            ("heart pounding", "breath held tight", "every nerve on edge"),
         ),
         Tone(
             "funny",
@@ -62,6 +71,7 @@ TONES: Final[dict[str, Tone]] = {
             "something silly happens, people joke and laugh",
             (0.7, 0.7),
             ("laugh", "laughs", "joke", "silly", "giggle", "funny", "grin", "ridiculous", "absurd"),
+            ("trying hard not to laugh", "grinning like a fool", "with a silly wink"),
         ),
         Tone(
             "sad",
@@ -69,6 +79,7 @@ TONES: Final[dict[str, Tone]] = {
             "something is lost, people grieve and weep",
             (-0.7, -0.4),
             ("tears", "sad", "grief", "lost", "weep", "alone", "sorrow", "mourn", "cry"),
+            ("eyes wet with tears", "heart heavy with grief", "quiet and sorrowful"),
         ),
         Tone(
             "calm",
@@ -76,6 +87,7 @@ TONES: Final[dict[str, Tone]] = {
             "a gentle, peaceful moment of rest and kindness",
             (0.8, -0.3),
             ("quiet", "gentle", "warm", "peaceful", "calm", "soft", "rest", "smile", "kind"),
+            ("slow and peaceful", "with a kind smile", "warm and unhurried"),
         ),
         Tone(
             "exciting",
@@ -83,6 +95,7 @@ TONES: Final[dict[str, Tone]] = {
             "sudden action, a chase or a fight, everything moves quickly",
             (0.2, 0.9),
             ("suddenly", "run", "fast", "chase", "leap", "rush", "fight", "race", "dash"),
+            ("in a sudden rush", "faster than ever", "with a wild leap"),
         ),
     )
 }

@@ -17,11 +17,13 @@ from fablecast.inference.story.tone import TONES
 SPEC = load_spec("fairy_tale")
 
 
-def ctx(choice: str | None = None, beats: int = 0) -> NarrationContext:
+def ctx(choice: str | None = None, beats: int = 0, tone: str | None = "tense") -> NarrationContext:
     card = StoryCard(SPEC)
     for i in range(beats):
         card.update(f"Elsa walks to the forest and meets Fox number {i}.", f"Elsa follows Fox {i}")
-    return NarrationContext("r", beats + 1, SPEC, card, choice=choice, tone=TONES["tense"])
+    return NarrationContext(
+        "r", beats + 1, SPEC, card, choice=choice, tone=TONES[tone] if tone else None
+    )
 
 
 def test_no_prompt_mentions_the_audience_or_voting() -> None:
@@ -36,16 +38,29 @@ def test_no_prompt_mentions_the_audience_or_voting() -> None:
 
 
 def test_winning_choice_is_the_prefill() -> None:
-    req = narration_request(ctx("Elsa follows Fox into the forest"), "a")
+    req = narration_request(ctx("Elsa follows Fox into the forest", tone=None), "a")
     assert req.messages[-1].role == "assistant"
     assert req.messages[-1].content == "Elsa follows Fox into the forest,"
     assert req.choice == "Elsa follows Fox into the forest"
 
 
+def test_the_tone_lead_follows_the_winning_action_in_the_prefill() -> None:
+    c = ctx("Elsa follows Fox into the forest")  # beat 1, tense
+    lead = TONES["tense"].lead(1)
+    assert lead in TONES["tense"].leads
+    assert narration_request(c, "a").messages[-1].content == (
+        f"Elsa follows Fox into the forest, {lead},"
+    )
+    # Leads take turns from beat to beat, so no phrase opens every tense beat.
+    assert {TONES["tense"].lead(b) for b in range(6)} == set(TONES["tense"].leads)
+
+
 def test_opening_prefill_is_the_subject() -> None:
-    req = narration_request(ctx(), "a")
+    req = narration_request(ctx(tone=None), "a")
     assert req.messages[-1].content == "Elsa"
     assert "opening scene" in req.messages[1].content
+    toned = narration_request(ctx(tone="sad"), "a").messages[-1].content
+    assert toned == f"Elsa, {TONES['sad'].lead(1)},"
 
 
 def test_crowd_choice_with_instructions_leaves_the_instructions_alone() -> None:
@@ -53,7 +68,8 @@ def test_crowd_choice_with_instructions_leaves_the_instructions_alone() -> None:
     a = narration_request(ctx("Elsa follows Fox"), "a").messages
     b = narration_request(ctx(evil), "b").messages
     assert a[:-1] == b[:-1]  # system and user messages do not depend on the choice
-    assert "\n" not in b[-1].content and len(b[-1].content) <= 80
+    assert "\n" not in b[-1].content
+    assert len(b[-1].content) <= 80 + 2 + max(len(t) for t in TONES["tense"].leads) + 1
 
 
 def test_choice_sentence_is_one_capitalised_line() -> None:

@@ -53,9 +53,14 @@ SPEC = story_spec("The Salt Caves", "Miners find a door in the salt that was not
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def vllm_engine() -> AsyncIterator[object]:
     """One vLLM engine for the whole test session."""
+    from fablecast.inference.adapters import SHIPPED
     from fablecast.inference.backends.vllm import VLLMEngine
 
-    engine = VLLMEngine(max_num_seqs=8, max_model_len=4096, kv_cache_gb=1)
+    # The shipped narrator adapter is served by name (LoRA on), narration stays on the
+    # base model unless a request names the adapter: the default config plus LoRA.
+    engine = VLLMEngine(
+        max_num_seqs=8, max_model_len=4096, kv_cache_gb=1, adapters={"narrator": str(SHIPPED)}
+    )
     await engine.start()
     yield engine
     await engine.close()
@@ -242,3 +247,31 @@ async def test_engine_error_when_not_started() -> None:
     assert not engine.health().ready
     with pytest.raises(EngineError, match="not started"):
         await _collect(engine, _req("n1"))
+
+
+async def test_a_request_naming_the_shipped_adapter_is_served_through_lora(
+    vllm_engine: object,
+) -> None:
+    """The same prompt, greedy: the adapter's answer differs from the base model's."""
+    from dataclasses import replace
+
+    from fablecast.inference.backends.vllm import VLLMEngine
+
+    assert isinstance(vllm_engine, VLLMEngine)
+    assert vllm_engine.adapters == ["narrator"]
+    assert vllm_engine.narration_adapter is None
+    req = narration_request(NarrationContext("r", 2, load_spec("noir"), choice="I hide"), "x")
+    greedy = {"temperature": 0.0, "max_tokens": 24, "favour": (), "seed": None}
+    tuned = replace(req, request_id="lora-tuned", adapter="narrator", **greedy)  # type: ignore[arg-type]
+    base = replace(req, request_id="lora-base", **greedy)  # type: ignore[arg-type]
+    a = "".join(d.text for d in await _collect(vllm_engine, tuned))
+    b = "".join(d.text for d in await _collect(vllm_engine, base))
+    assert a.strip() and b.strip()
+    assert a != b
+
+
+async def test_an_adapter_that_is_not_served_is_a_clear_engine_error(vllm_engine: object) -> None:
+    with pytest.raises(EngineError, match="adapter 'nope' is not served"):
+        await _collect(vllm_engine, _req("lora-nope", 4, adapter="nope"))
+    # The engine is unharmed.
+    assert vllm_engine.health().ready  # type: ignore[attr-defined]

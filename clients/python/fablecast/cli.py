@@ -12,6 +12,7 @@ whose ``func(args) -> int`` runs the command; none of them imports this module
 - ``fablecast.bench.cli``: ``bench fanout|votes|soak|engine|plots``
 - ``fablecast.screenshots``: ``screenshots``
 - ``fablecast.eval.cli``: ``eval`` (story quality on a real engine)
+- ``fablecast.tune.cli``: ``tune data|train`` (the narrator's LoRA adapter)
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ _REGISTRANTS = (
     "fablecast.bench.cli",
     "fablecast.screenshots",
     "fablecast.eval.cli",
+    "fablecast.tune.cli",
 )
 
 

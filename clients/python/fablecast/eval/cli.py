@@ -59,6 +59,19 @@ def register(sub: SubParsers) -> None:
         help="model the node's reveal pause: openings start at vote close, narration S "
         "seconds later; latencies exclude S (default 0)",
     )
+    p.add_argument(
+        "--adapter",
+        default="none",
+        metavar="none|narrator|FOLDER",
+        help="LoRA adapter for narration (vllm): none = the base model (default); narrator = "
+        "the shipped narrator adapter of the default model; or an adapter folder",
+    )
+    p.add_argument(
+        "--no-tone-pass",
+        dest="tone_pass",
+        action="store_false",
+        help="with best-of-n openings, stream the rest of the beat instead of best-of-n by tone",
+    )
     p.add_argument("--transcripts", type=Path, help="write each story as Markdown into this folder")
     p.set_defaults(func=_eval)
 
@@ -76,6 +89,11 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     opts: dict[str, Any] = {}
     if args.engine == "vllm":
         opts = {"max_num_seqs": 32}
+        if args.adapter in ("none", "narrator"):
+            opts["narration_adapter"] = args.adapter
+        else:
+            opts["adapters"] = {"eval": args.adapter}
+            opts["narration_adapter"] = "eval"
     engine = create_engine(args.engine, args.model, opts)
     embedder = await asyncio.to_thread(default_embedder)
     await engine.start()
@@ -94,6 +112,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
             progress=True,
             openings=openings,
             reveal_s=args.reveal,
+            rests=args.tone_pass,
             **extra,
         )
     finally:

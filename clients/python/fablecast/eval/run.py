@@ -21,7 +21,7 @@ from typing import Any
 from fablecast.eval.metrics import BeatRecord, score
 from fablecast.inference.engine import EngineClient
 from fablecast.inference.narrator import OPENING_TOKENS, NarrationStats, Narrator, Openings
-from fablecast.inference.prompts import NarrationContext
+from fablecast.inference.prompts import NarrationContext, narration_request
 from fablecast.inference.story.embed import Embedder
 from fablecast.inference.story.rerank import TONE_WEIGHT
 from fablecast.inference.story.spec import StorySpec, load_spec
@@ -77,15 +77,20 @@ async def play(
     seed: int = 0,
     progress: bool = False,
     reveal_s: float = 0.0,
+    room: str | None = None,
+    samples: list[dict[str, Any]] | None = None,
 ) -> StoryRun:
     """Play ``beats`` beats of ``preset`` with the scripted audience.
 
     ``reveal_s`` > 0 models the node's reveal pause: the next beat's candidate
     openings start at vote close, its narration ``reveal_s`` later; latencies
-    are measured from vote close minus ``reveal_s`` (at least 0).
+    are measured from vote close minus ``reveal_s`` (at least 0). ``room``
+    names the room (default: the preset). ``samples``, if given, gets one
+    dict per beat: the narration prompt and what was told (``fablecast tune``).
     """
     spec = load_spec(preset)
     run = StoryRun(preset, spec)
+    room = room or preset
     card = StoryCard(spec)
     choice: str | None = None
     losers: list[str] = []
@@ -93,7 +98,8 @@ async def play(
     prepared: asyncio.Task[Openings | None] | None = None
     closed = time.monotonic()
     for beat in range(1, beats + 1):
-        ctx = _context(preset, spec, card, beat=beat, choice=choice, losers=losers, seed=seed)
+        ctx = _context(room, spec, card, beat=beat, choice=choice, losers=losers, seed=seed)
+        prompt = narration_request(ctx, "sample").messages if samples is not None else ()
         tone = ctx.tone
         assert tone is not None
         if reveal_s > 0 and beat > 1:
@@ -140,8 +146,23 @@ async def play(
             rest=stats.rest,
         )
         run.beats.append(rec)
+        if samples is not None:
+            samples.append(
+                {
+                    "preset": preset,
+                    "room": room,
+                    "beat": beat,
+                    "messages": [{"role": m.role, "content": m.content} for m in prompt],
+                    "generated": stats.generated,
+                    "text": text,
+                    "choice": choice,
+                    "losers": list(losers),
+                    "tone": tone.name,
+                    "dropped": stats.dropped,
+                }
+            )
         if progress:
-            print(f"[eval] {preset}: beat {beat}/{beats}", file=sys.stderr, flush=True)
+            print(f"[eval] {room}: beat {beat}/{beats}", file=sys.stderr, flush=True)
         run.ballots.append(ballot.options)
         winner = beat % len(ballot.options)
         run.winners.append(winner)
@@ -162,11 +183,16 @@ async def evaluate(
     opening_tokens: int = OPENING_TOKENS,
     tone_weight: float = TONE_WEIGHT,
     reveal_s: float = 0.0,
+    rests: bool = True,
+    rooms: int = 1,
+    samples: list[dict[str, Any]] | None = None,
 ) -> tuple[list[StoryRun], dict[str, Any]]:
     """Play every preset concurrently on ``engine``; return the runs and the report.
 
     ``openings`` > 1: beats after a vote continue the best of that many
-    candidate openings (``Narrator``); ``reveal_s``: see ``play``.
+    candidate openings (``Narrator``), ``rests``: with the tone pass;
+    ``reveal_s``, ``samples``: see ``play``; ``rooms``: rooms per preset
+    (``preset-2``, ... after the first).
     """
     narrator = Narrator(
         engine,
@@ -175,22 +201,38 @@ async def evaluate(
         openings=openings,
         opening_tokens=opening_tokens,
         tone_weight=tone_weight,
+        rests=rests,
     )
     t0 = time.monotonic()
     runs = await asyncio.gather(
-        *(play(p, narrator, beats, progress=progress, reveal_s=reveal_s) for p in presets)
+        *(
+            play(
+                p,
+                narrator,
+                beats,
+                progress=progress,
+                reveal_s=reveal_s,
+                room=p if k == 0 else f"{p}-{k + 1}",
+                samples=samples,
+                seed=1000 * k,
+            )
+            for p in presets
+            for k in range(rooms)
+        )
     )
     wall = time.monotonic() - t0
     report: dict[str, Any] = {
         "engine": engine.name,
         "model": engine.model,
         "embedder": embedder.name,
+        "adapter": getattr(engine, "narration_adapter", None),
         "openings": openings,
+        "tone_pass": rests and openings > 1,
         "reveal_s": reveal_s,
     }
     per: dict[str, Any] = {}
-    for run in runs:
-        per[run.preset] = score([run.beats], embedder)
+    for preset in dict.fromkeys(presets):
+        per[preset] = score([r.beats for r in runs if r.preset == preset], embedder)
     overall = score([r.beats for r in runs], embedder)
     narration_tokens = sum(b.tokens for r in runs for b in r.beats)
     overall["narration_tokens"] = narration_tokens

@@ -1,0 +1,1 @@
+"""``fablecast tune``: the narrator's LoRA adapter, from data the repository generates."""
