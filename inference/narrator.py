@@ -126,8 +126,12 @@ class Narrator:
         opening_tokens: int = OPENING_TOKENS,
         tone_weight: float = TONE_WEIGHT,
         rests: bool = True,
+        tone_rounds: int = 1,
     ) -> None:
         self.engine = engine
+        #: Rounds of the tone pass at most: another round only when no rest of the
+        #: previous ones is in the tone asked for.
+        self.tone_rounds = tone_rounds
         #: With best-of-n openings and a tone directive: also sample the rest of the
         #: beat ``openings`` times and tell the best-toned (the tone pass).
         self.rests = rests
@@ -295,37 +299,52 @@ class Narrator:
         told: list[str],
         stats: NarrationStats,
     ) -> GenerationDelta | None:
-        """The best-toned of ``openings`` rests of the beat, as one finished delta."""
+        """The best-toned of ``openings`` rests of the beat, as one finished delta.
+
+        When no rest of a round is in the tone asked for (every margin <= 0),
+        another round is sampled, up to ``tone_rounds`` rounds; the best of all
+        rounds is told.
+        """
         assert ctx.tone is not None
-        requests = [
-            replace(
-                follow,
-                request_id=self._request_id(ctx, f"rest{k}"),
-                seed=None if follow.seed is None else follow.seed + 104729 * (k + 1),
+        good: list[tuple[str, int]] = []
+        margins: list[float] = []
+        for round_ in range(max(1, self.tone_rounds)):
+            requests = [
+                replace(
+                    follow,
+                    request_id=self._request_id(ctx, f"rest{round_}.{k}"),
+                    seed=None
+                    if follow.seed is None
+                    else follow.seed + 104729 * (k + 1) + 7 * round_,
+                )
+                for k in range(self.openings)
+            ]
+            answers = await asyncio.gather(
+                *(self._text_tokens(r) for r in requests), return_exceptions=True
             )
-            for k in range(self.openings)
-        ]
-        answers = await asyncio.gather(
-            *(self._text_tokens(r) for r in requests), return_exceptions=True
-        )
-        for a in answers:
-            if isinstance(a, asyncio.CancelledError):
-                raise a
-        good = [a for a in answers if not isinstance(a, BaseException)]
+            for a in answers:
+                if isinstance(a, asyncio.CancelledError):
+                    raise a
+            fresh = [a for a in answers if not isinstance(a, BaseException)]
+            if not fresh:
+                break
+            beats: list[str] = []
+            for text, _ in fresh:
+                done, _ = split_complete(text)
+                clean = [
+                    d.strip()
+                    for d in done
+                    if d.strip() and not is_meta(d) and not shares_run(d, earlier)
+                ]
+                beats.append(" ".join([*told, *clean]) if clean else "")
+            margins += await asyncio.to_thread(
+                functools.partial(tone_margins, beats, ctx.tone.name, self.embedder)
+            )
+            good += fresh
+            if max(margins) > 0:
+                break
         if not good:
             return None
-        beats: list[str] = []
-        for text, _ in good:
-            done, _ = split_complete(text)
-            clean = [
-                d.strip()
-                for d in done
-                if d.strip() and not is_meta(d) and not shares_run(d, earlier)
-            ]
-            beats.append(" ".join([*told, *clean]) if clean else "")
-        margins = await asyncio.to_thread(
-            functools.partial(tone_margins, beats, ctx.tone.name, self.embedder)
-        )
         best = max(range(len(margins)), key=lambda i: (margins[i], -i))
         stats.rests = margins
         stats.rest = best
@@ -497,7 +516,7 @@ class Narrator:
                 ctx.n_choices,
                 self.embedder,
                 fallbacks,
-                avoid=card.events[-2:],
+                avoid=card.events,
                 entities=entities,
             )
         )

@@ -118,6 +118,9 @@ class EngineConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     #: With best-of-n openings and a tone directive, also sample the rest of the
     #: beat ``openings`` times and tell the one nearest the tone (docs/stories.md).
     tone_pass: bool = True
+    #: Rounds of the tone pass at most: another ``openings`` rests are sampled only
+    #: when no rest so far is in the tone asked for (docs/stories.md).
+    tone_rounds: Annotated[int, Meta(ge=1, le=4)] = 1
 
 
 class RoomConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

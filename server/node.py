@@ -231,6 +231,7 @@ class Node:
             # Best-of-n openings after a vote, scored with that embedder.
             self.narrator.openings = self.config.engine.openings
             self.narrator.rests = self.config.engine.tone_pass
+            self.narrator.tone_rounds = self.config.engine.tone_rounds
         try:
             if self.owns_engine or not self.engine.health().ready:
                 await self.engine.start()

@@ -71,7 +71,7 @@ TONES: Final[dict[str, Tone]] = {
             "something silly happens, people joke and laugh",
             (0.7, 0.7),
             ("laugh", "laughs", "joke", "silly", "giggle", "funny", "grin", "ridiculous", "absurd"),
-            ("trying hard not to laugh", "grinning like a fool", "with a silly wink"),
+            ("trying hard not to laugh", "grinning like a fool", "snorting at the silliness"),
         ),
         Tone(
             "sad",
@@ -87,7 +87,7 @@ TONES: Final[dict[str, Tone]] = {
             "a gentle, peaceful moment of rest and kindness",
             (0.8, -0.3),
             ("quiet", "gentle", "warm", "peaceful", "calm", "soft", "rest", "smile", "kind"),
-            ("slow and peaceful", "with a kind smile", "warm and unhurried"),
+            ("slow and peaceful", "smiling kindly", "warm and unhurried"),
         ),
         Tone(
             "exciting",
@@ -95,7 +95,7 @@ TONES: Final[dict[str, Tone]] = {
             "sudden action, a chase or a fight, everything moves quickly",
             (0.2, 0.9),
             ("suddenly", "run", "fast", "chase", "leap", "rush", "fight", "race", "dash"),
-            ("in a sudden rush", "faster than ever", "with a wild leap"),
+            ("in a sudden rush", "faster than ever", "leaping wildly"),
         ),
     )
 }

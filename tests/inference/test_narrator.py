@@ -256,7 +256,7 @@ async def test_the_tone_pass_tells_the_best_toned_rest_as_one_block() -> None:
         async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
             kind = request.request_id.split(":")[2]
             if kind.startswith("rest"):
-                self.rest = rests[int(kind[4:])]
+                self.rest = rests[int(kind[4:].split(".")[1])]
             async for d in super().generate(request):
                 yield d
 
@@ -269,10 +269,44 @@ async def test_the_tone_pass_tells_the_best_toned_rest_as_one_block() -> None:
     stats = NarrationStats()
     deltas = [d async for d in n.narrate(c, [], stats)]
     text = "".join(d.text for d in deltas)
-    assert stats.rest == 1 and len(stats.rests) == 3
+    assert stats.rest == 1 and len(stats.rests) == 3  # one in tone: no second round
     assert text.endswith("rain. He laughs at the silly joke. Everyone giggles at it.")
     # Without a tone (or with the pass off) the rest is one plain stream.
     n.rests = False
     eng.requests.clear()
     "".join([d.text async for d in n.narrate(c, [], NarrationStats())])
     assert not any("rest" in r.request_id.split(":")[2] for r in eng.requests)
+
+
+async def test_a_second_tone_round_when_no_rest_is_in_tone() -> None:
+    rounds = [
+        [" The cold wind blows. A door shuts. More", " She sits calmly. The room is quiet. More"],
+        [" A ship sails. Gulls cry. More", " He laughs at the silly joke. Everyone giggles. More"],
+    ]
+
+    class Rounds(Openers):
+        async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
+            kind = request.request_id.split(":")[2]
+            if kind.startswith("rest"):
+                r, k = kind[4:].split(".")
+                self.rest = rounds[int(r)][int(k)]
+            async for d in super().generate(request):
+                yield d
+
+    from fablecast.inference.story.tone import TONES
+
+    for tone_rounds, told in ((2, "He laughs at the silly joke."), (1, None)):
+        eng = Rounds(OPENINGS[:2], REST)
+        n = Narrator(
+            eng, stall_timeout_s=1, embedder=LexicalEmbedder(), openings=2, tone_rounds=tone_rounds
+        )
+        c = voted()
+        c.tone = TONES["funny"]
+        stats = NarrationStats()
+        text = "".join([d.text async for d in n.narrate(c, [], stats)])
+        rests = [r for r in eng.requests if r.request_id.split(":")[2].startswith("rest")]
+        assert len(rests) == 2 * tone_rounds and len(stats.rests) == 2 * tone_rounds
+        if told:
+            assert told in text and stats.rest == 3
+        else:
+            assert "laughs" not in text

@@ -72,6 +72,13 @@ def register(sub: SubParsers) -> None:
         action="store_false",
         help="with best-of-n openings, stream the rest of the beat instead of best-of-n by tone",
     )
+    p.add_argument(
+        "--tone-rounds",
+        type=int,
+        default=1,
+        metavar="N",
+        help="rounds of the tone pass at most; another only when no rest is in tone (default 1)",
+    )
     p.add_argument("--transcripts", type=Path, help="write each story as Markdown into this folder")
     p.set_defaults(func=_eval)
 
@@ -113,6 +120,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
             openings=openings,
             reveal_s=args.reveal,
             rests=args.tone_pass,
+            tone_rounds=args.tone_rounds,
             **extra,
         )
     finally:
@@ -130,6 +138,9 @@ def _eval(args: argparse.Namespace) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.openings is not None and not 1 <= args.openings <= 16:
         print("error: --openings must be 1 to 16", file=sys.stderr)
+        return 2
+    if not 1 <= args.tone_rounds <= 4:
+        print("error: --tone-rounds must be 1 to 4", file=sys.stderr)
         return 2
     if args.beats < 2:
         print("error: --beats must be at least 2", file=sys.stderr)

@@ -184,6 +184,7 @@ async def evaluate(
     tone_weight: float = TONE_WEIGHT,
     reveal_s: float = 0.0,
     rests: bool = True,
+    tone_rounds: int = 1,
     rooms: int = 1,
     samples: list[dict[str, Any]] | None = None,
 ) -> tuple[list[StoryRun], dict[str, Any]]:
@@ -202,6 +203,7 @@ async def evaluate(
         opening_tokens=opening_tokens,
         tone_weight=tone_weight,
         rests=rests,
+        tone_rounds=tone_rounds,
     )
     t0 = time.monotonic()
     runs = await asyncio.gather(
@@ -228,6 +230,7 @@ async def evaluate(
         "adapter": getattr(engine, "narration_adapter", None),
         "openings": openings,
         "tone_pass": rests and openings > 1,
+        "tone_rounds": tone_rounds,
         "reveal_s": reveal_s,
     }
     per: dict[str, Any] = {}
