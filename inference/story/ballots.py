@@ -193,7 +193,7 @@ def select(
 
     A candidate as close as ``DISTINCT_THRESHOLD`` to one in ``avoid`` (the
     options that won recently: acting one out again would retell it) is left
-    out, unless that leaves fewer than two options. Options that name an entity no chosen
+    out, unless the ballot would then be short of ``n`` options. Options that name an entity no chosen
     option names yet are taken first, so a ballot spreads over the story.
     Returns the options (in candidate order) and how many came from ``fallbacks``.
     """
@@ -222,8 +222,12 @@ def select(
                 continue
             if all(cosine(vecs[i], vecs[j]) < DISTINCT_THRESHOLD for j in chosen):
                 chosen.append(i)
-    if len(chosen) < min(2, n) and len(ok) < len(everything):
-        return select(candidates, n, embedder, fallbacks, entities=entities)
+    # Too few without them: the recent winners top the ballot up after all.
+    for i in range(len(everything)):
+        if len(chosen) == n:
+            break
+        if i not in chosen and all(cosine(vecs[i], vecs[j]) < DISTINCT_THRESHOLD for j in chosen):
+            chosen.append(i)
     chosen.sort()
     used_fb = sum(1 for i in chosen if i >= len(pool))
     return [everything[i] for i in chosen], used_fb

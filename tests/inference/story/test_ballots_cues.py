@@ -109,11 +109,19 @@ def test_junk_words_and_recent_winners_are_left_out() -> None:
     assert opts[0] == "I walk into the office" and "I open the ledger" not in opts and used == 1
 
 
-def test_avoiding_recent_winners_never_leaves_fewer_than_two_options() -> None:
+def test_avoiding_recent_winners_never_leaves_a_short_ballot() -> None:
     opts, _ = select(
         ["I open the ledger", "I burn the ledger"], 2, EMB, [], avoid=["I open the ledger"]
     )
-    assert len(opts) == 2  # only one option is left once avoided: the rule gives way
+    assert opts == ["I open the ledger", "I burn the ledger"]  # the rule gives way
+    opts, _ = select(
+        ["I open the ledger", "I burn the ledger", "I leave the office"],
+        2,
+        EMB,
+        [],
+        avoid=["I open the ledger"],
+    )
+    assert opts == ["I burn the ledger", "I leave the office"]
 
 
 def test_select_spreads_over_entities() -> None:
