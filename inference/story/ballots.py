@@ -193,8 +193,9 @@ def select(
 
     A candidate as close as ``DISTINCT_THRESHOLD`` to one in ``avoid`` (the
     options that won recently: acting one out again would retell it) is left
-    out, unless the ballot would then be short of ``n`` options. Options that name an entity no chosen
-    option names yet are taken first, so a ballot spreads over the story.
+    out, unless the ballot would then be short of ``n`` options. Options that
+    name an entity no chosen option names yet are taken first, so a ballot
+    spreads over the story.
     Returns the options (in candidate order) and how many came from ``fallbacks``.
     """
     pool = [c for c in candidates if c]
