@@ -28,8 +28,9 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 from fablecast.inference.engine import EngineClient, close_stream
 from fablecast.inference.prompts import (
@@ -58,6 +59,18 @@ from fablecast.inference.types import (
 )
 
 log = logging.getLogger(__name__)
+
+
+_T = TypeVar("_T")
+
+
+async def _successes(aws: Iterable[Awaitable[_T]]) -> list[_T]:
+    """The results of ``aws``, run together, failures left out (a cancellation is raised)."""
+    answers = await asyncio.gather(*aws, return_exceptions=True)
+    for a in answers:
+        if isinstance(a, asyncio.CancelledError):
+            raise a
+    return [a for a in answers if not isinstance(a, BaseException)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,13 +255,7 @@ class Narrator:
             for k in range(self.openings)
         ]
         first: list[float] = []
-        answers = await asyncio.gather(
-            *(self._candidate(r, first) for r in requests), return_exceptions=True
-        )
-        for a in answers:
-            if isinstance(a, asyncio.CancelledError):
-                raise a
-        good = [a for a in answers if not isinstance(a, BaseException)]
+        good = await _successes(self._candidate(r, first) for r in requests)
         if not good:
             log.info("room %s beat %d: every opening failed", ctx.room, ctx.beat)
             return None
@@ -319,13 +326,7 @@ class Narrator:
                 )
                 for k in range(self.openings)
             ]
-            answers = await asyncio.gather(
-                *(self._text_tokens(r) for r in requests), return_exceptions=True
-            )
-            for a in answers:
-                if isinstance(a, asyncio.CancelledError):
-                    raise a
-            fresh = [a for a in answers if not isinstance(a, BaseException)]
+            fresh = await _successes(self._text_tokens(r) for r in requests)
             if not fresh:
                 break
             beats: list[str] = []
