@@ -53,6 +53,18 @@ _DETERMINERS = frozenset(
 )
 
 
+#: First words that make no action ("Mira does not to the market", "I am to the
+#: docks", "I will need to Lena"): auxiliaries, modals and their negations.
+_NOT_ACTIONS = frozenset(
+    re.findall(
+        r"[a-z']+",
+        "am is are was were be been being has have had does do did will would can could "
+        "should shall must may might need needs isn't aren't wasn't weren't hasn't haven't "
+        "hadn't doesn't don't didn't won't wouldn't can't couldn't shouldn't",
+    )
+)
+
+
 def _escape(text: str) -> str:
     """Escape regex metacharacters (not spaces: guided-decoding grammars take them as is)."""
     return re.sub(r"([.^$*+?{}\[\]\\|()])", r"\\\1", text)
@@ -92,6 +104,9 @@ def clean_option(
         return None
     if re.search(r"\d|\b(\w+) \1\b", text):
         return None  # digits (list numbering) or a stutter ("the the")
+    words = continuation.split()
+    if words and words[0].lower() in _NOT_ACTIONS:
+        return None  # an auxiliary where the action should be
     tokens = text.split()
     for i in range(1, len(tokens) - 1):
         if tokens[i].lower() in _DETERMINERS and tokens[i + 1].lower() in _DETERMINERS:

@@ -109,6 +109,16 @@ def test_junk_words_and_recent_winners_are_left_out() -> None:
     assert opts[0] == "I walk into the office" and "I open the ledger" not in opts and used == 1
 
 
+def test_an_auxiliary_where_the_action_should_be_is_not_an_option() -> None:
+    ents = ["the market", "the docks", "Lena"]
+    assert clean_option("Mira", " does not to the market.", ents) is None
+    assert clean_option("I", " am to the docks.", ents) is None
+    assert clean_option("I", " will need to Lena.", ents) is None
+    assert clean_option("I", " didn't know the docks.", ents) is None
+    assert clean_option("Mira", " walks to the market.", ents) == "Mira walks to the market"
+    assert clean_option("I", " ask Lena.", ents) == "I ask Lena"
+
+
 def test_avoiding_recent_winners_never_leaves_a_short_ballot() -> None:
     opts, _ = select(
         ["I open the ledger", "I burn the ledger"], 2, EMB, [], avoid=["I open the ledger"]
