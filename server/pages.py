@@ -314,13 +314,6 @@ def install(
 
     router.add("/api/rooms", room_list)
     router.add("/", home)
-    for prefix in (
-        "/watch/{room}",
-        "/overlay/{room}",
-        "/vr/{room}",
-        "/dashboard",
-        "/static/{path*}",
-        "/js/{path*}",
-    ):
-        router.add(prefix, page)
+    for pattern in PATTERNS:
+        router.add(pattern, page)
     return pages

@@ -115,7 +115,7 @@ class VLLMEngine:
     ) -> None:
         self._model_cfg = model
         self._adapters_cfg = dict(adapters or {})
-        self.narration_adapter_cfg = narration_adapter
+        self._narration_adapter_cfg = narration_adapter
         #: Adapter name -> LoRARequest, resolved at start.
         self._loras: dict[str, Any] = {}
         #: The adapter narration requests get by default (None: the base model).
@@ -217,7 +217,7 @@ class VLLMEngine:
         from fablecast.inference.model import is_default
 
         folders = {name: check_adapter(folder) for name, folder in self._adapters_cfg.items()}
-        choice = self.narration_adapter_cfg
+        choice = self._narration_adapter_cfg
         if choice in (None, "", "none"):
             choice = None
         elif choice == NARRATOR and NARRATOR not in folders:

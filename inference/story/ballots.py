@@ -227,9 +227,13 @@ def select(
         named = [e for e in entities if mentions(everything[i], e)]
         return named[0] if named else ""
 
+    # Three passes, each topping up what the one before left short: options that
+    # name an entity no chosen option names, then any allowed option, then (too
+    # few without them) the recent winners after all.
     chosen: list[int] = []
-    for fresh_only in (True, False):
-        for i in ok:
+    everyone = range(len(everything))
+    for indices, fresh_only in ((ok, True), (ok, False), (everyone, False)):
+        for i in indices:
             if len(chosen) == n:
                 break
             if i in chosen:
@@ -238,12 +242,6 @@ def select(
                 continue
             if all(cosine(vecs[i], vecs[j]) < DISTINCT_THRESHOLD for j in chosen):
                 chosen.append(i)
-    # Too few without them: the recent winners top the ballot up after all.
-    for i in range(len(everything)):
-        if len(chosen) == n:
-            break
-        if i not in chosen and all(cosine(vecs[i], vecs[j]) < DISTINCT_THRESHOLD for j in chosen):
-            chosen.append(i)
     chosen.sort()
     used_fb = sum(1 for i in chosen if i >= len(pool))
     return [everything[i] for i in chosen], used_fb

@@ -84,10 +84,8 @@ def register(sub: SubParsers) -> None:
 
 
 async def _run(args: argparse.Namespace) -> dict[str, Any]:
-    from fablecast.eval.run import evaluate, transcript
-    from fablecast.inference.backends import create_engine
+    from fablecast.eval.run import evaluate_on, transcript
     from fablecast.inference.narrator import DEFAULT_OPENINGS
-    from fablecast.inference.story.embed import default_embedder
     from fablecast.inference.story.spec import EVAL_PRESETS, load_spec
 
     stories = args.story or list(EVAL_PRESETS)
@@ -101,30 +99,24 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         else:
             opts["adapters"] = {"eval": args.adapter}
             opts["narration_adapter"] = "eval"
-    engine = create_engine(args.engine, args.model, opts)
-    embedder = await asyncio.to_thread(default_embedder)
-    await engine.start()
-    try:
-        openings = args.openings or (1 if args.engine == "scripted" else DEFAULT_OPENINGS)
-        extra: dict[str, Any] = {}
-        if args.opening_tokens:
-            extra["opening_tokens"] = args.opening_tokens
-        if args.tone_weight is not None:
-            extra["tone_weight"] = args.tone_weight
-        runs, report = await evaluate(
-            engine,
-            stories,
-            args.beats,
-            embedder,
-            progress=True,
-            openings=openings,
-            reveal_s=args.reveal,
-            rests=args.tone_pass,
-            tone_rounds=args.tone_rounds,
-            **extra,
-        )
-    finally:
-        await engine.close()
+    extra: dict[str, Any] = {}
+    if args.opening_tokens:
+        extra["opening_tokens"] = args.opening_tokens
+    if args.tone_weight is not None:
+        extra["tone_weight"] = args.tone_weight
+    runs, report, _embedder = await evaluate_on(
+        args.engine,
+        args.model,
+        opts,
+        stories,
+        args.beats,
+        progress=True,
+        openings=args.openings or (1 if args.engine == "scripted" else DEFAULT_OPENINGS),
+        reveal_s=args.reveal,
+        rests=args.tone_pass,
+        tone_rounds=args.tone_rounds,
+        **extra,
+    )
     if args.transcripts:
         args.transcripts.mkdir(parents=True, exist_ok=True)
         for run in runs:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -245,6 +245,32 @@ async def evaluate(
     overall["cue_errors"] = list(narrator.cue_errors)[:10]
     report["overall"] = overall
     return list(runs), report
+
+
+async def evaluate_on(
+    kind: str,
+    model: str | None,
+    options: Mapping[str, Any],
+    presets: Sequence[str],
+    beats: int,
+    **kw: Any,
+) -> tuple[list[StoryRun], dict[str, Any], Embedder]:
+    """``evaluate`` on a fresh engine of ``kind`` (started, played, closed).
+
+    Returns the runs, the report and the embedder it scored with (MiniLM on
+    real engines), so callers can score more without loading it again.
+    """
+    from fablecast.inference.backends import create_engine
+    from fablecast.inference.story.embed import default_embedder
+
+    engine = create_engine(kind, model, options)
+    embedder = await asyncio.to_thread(default_embedder)
+    await engine.start()
+    try:
+        runs, report = await evaluate(engine, presets, beats, embedder, **kw)
+    finally:
+        await engine.close()
+    return runs, report, embedder
 
 
 def transcript(run: StoryRun) -> str:

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from fablecast.inference.story.embed import Embedder
+
     SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
 
@@ -67,37 +69,30 @@ def register(sub: SubParsers) -> None:
     t.set_defaults(func=_train)
 
 
-async def _collect(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    from fablecast.eval.run import evaluate
-    from fablecast.inference.backends import create_engine
-    from fablecast.inference.story.embed import default_embedder
+async def _collect(
+    args: argparse.Namespace,
+) -> tuple[list[dict[str, Any]], dict[str, Any], Embedder]:
+    from fablecast.eval.run import evaluate_on
     from fablecast.tune.data import TRAIN_PRESETS
 
-    stories = args.story or list(TRAIN_PRESETS)
     # More rooms than eval: a larger batch and KV cache keep every candidate running.
     opts: dict[str, Any] = {"max_num_seqs": 64, "kv_cache_gb": 4} if args.engine == "vllm" else {}
-    engine = create_engine(args.engine, args.model, opts)
-    embedder = await asyncio.to_thread(default_embedder)
-    await engine.start()
     samples: list[dict[str, Any]] = []
-    try:
-        _runs, report = await evaluate(
-            engine,
-            stories,
-            args.beats,
-            embedder,
-            progress=True,
-            openings=args.openings if args.engine != "scripted" else 1,
-            rooms=args.rooms,
-            samples=samples,
-        )
-    finally:
-        await engine.close()
-    return samples, report
+    _runs, report, embedder = await evaluate_on(
+        args.engine,
+        args.model,
+        opts,
+        args.story or list(TRAIN_PRESETS),
+        args.beats,
+        progress=True,
+        openings=args.openings if args.engine != "scripted" else 1,
+        rooms=args.rooms,
+        samples=samples,
+    )
+    return samples, report, embedder
 
 
 def _data(args: argparse.Namespace) -> int:
-    from fablecast.inference.story.embed import default_embedder
     from fablecast.inference.story.spec import SpecError, load_spec
     from fablecast.tune.data import select, write_jsonl
 
@@ -111,8 +106,8 @@ def _data(args: argparse.Namespace) -> int:
     except SpecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    samples, report = asyncio.run(_collect(args))
-    examples, why = select(samples, default_embedder())
+    samples, report, embedder = asyncio.run(_collect(args))
+    examples, why = select(samples, embedder)
     sha_s = write_jsonl(args.out / "samples.jsonl", samples)
     sha_e = write_jsonl(args.out / "examples.jsonl", [e.to_json() for e in examples])
     summary = {

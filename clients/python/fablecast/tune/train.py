@@ -18,6 +18,7 @@ import json
 import math
 import os
 import random
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -132,6 +133,8 @@ def train(
     t0 = time.monotonic()
     result = trainer.train()
     wall = time.monotonic() - t0
+    if not math.isfinite(float(result.training_loss)):
+        raise RuntimeError("training diverged (loss is not finite): nothing saved")
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     out.mkdir(parents=True, exist_ok=True)
     # Stored in float16 (half the size; vLLM casts adapters to the model's dtype on load).
@@ -158,13 +161,6 @@ def train(
         "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    for leftover in (out / ".trainer", out / "README.md"):
-        if leftover.is_dir():
-            import shutil
-
-            shutil.rmtree(leftover, ignore_errors=True)
-        elif leftover.exists():
-            leftover.unlink()
-    if not math.isfinite(float(result.training_loss)):
-        raise RuntimeError("training diverged (loss is not finite)")
+    shutil.rmtree(out / ".trainer", ignore_errors=True)
+    (out / "README.md").unlink(missing_ok=True)  # peft's model-card stub
     return manifest
