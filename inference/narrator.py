@@ -38,6 +38,7 @@ from fablecast.inference.prompts import (
     cue_request,
     narration_request,
     option_request,
+    state_request,
 )
 from fablecast.inference.story.ballots import CANDIDATES, clean_option, fallback_options, select
 from fablecast.inference.story.cues import SceneCue, fallback_cue, parse_cue
@@ -50,6 +51,7 @@ from fablecast.inference.story.rerank import (
     tone_margins,
 )
 from fablecast.inference.story.text import is_meta, shares_run, split_complete
+from fablecast.inference.story.update import StateUpdate, parse_state
 from fablecast.inference.types import (
     ChatMessage,
     EngineError,
@@ -159,6 +161,8 @@ class Narrator:
         self._ids = itertools.count(1)
         #: Why recent cues were rejected (for logs and ``fablecast eval``).
         self.cue_errors: deque[str] = deque(maxlen=50)
+        #: Why recent engine state updates were rejected (``fablecast eval`` shows them).
+        self.state_errors: deque[str] = deque(maxlen=50)
 
     def _request_id(self, ctx: NarrationContext, kind: str) -> str:
         return f"{ctx.room}:{ctx.beat}:{kind}:{next(self._ids)}"
@@ -534,9 +538,9 @@ class Narrator:
     async def cue(self, ctx: NarrationContext, beat_text: str, tone: str | None = None) -> SceneCue:
         """The scene cue of ``beat_text``: the engine's, validated, one retry, else the fallback."""
         for attempt in range(2):
-            request = cue_request(ctx, beat_text, self._request_id(ctx, f"cue{attempt}"))
+            request = cue_request(ctx, beat_text, self._request_id(ctx, f"cue{attempt}"), tone)
             try:
-                return parse_cue(await self._text(request), ctx.story)
+                return parse_cue(await self._text(request), ctx.story, tone)
             except ValueError as exc:
                 self.cue_errors.append(str(exc))
                 log.info("room %s beat %d: cue rejected: %s", ctx.room, ctx.beat, exc)
@@ -544,3 +548,22 @@ class Narrator:
                 log.info("room %s beat %d: cue request failed: %s", ctx.room, ctx.beat, exc)
                 break
         return fallback_cue(ctx.story, beat_text, tone)
+
+    # ------------------------------------------------------------------ story state
+
+    async def state(self, ctx: NarrationContext, beat_text: str) -> StateUpdate | None:
+        """The engine's story state after ``beat_text``, validated, one retry; None: keep the fold.
+
+        ``ctx.story`` should already have the beat folded in (``StoryCard.update``).
+        """
+        for attempt in range(2):
+            request = state_request(ctx, beat_text, self._request_id(ctx, f"state{attempt}"))
+            try:
+                return parse_state(await self._text(request), ctx.story)
+            except ValueError as exc:
+                self.state_errors.append(str(exc))
+                log.info("room %s beat %d: state rejected: %s", ctx.room, ctx.beat, exc)
+            except EngineError as exc:
+                log.info("room %s beat %d: state request failed: %s", ctx.room, ctx.beat, exc)
+                break
+        return None

@@ -33,6 +33,7 @@ from fablecast.inference.story.spec import Character, StorySpec
 from fablecast.inference.story.state import StoryCard
 from fablecast.inference.story.text import one_line
 from fablecast.inference.story.tone import Tone
+from fablecast.inference.story.update import state_schema
 from fablecast.inference.types import ChatMessage, GenerationRequest
 
 __all__ = [
@@ -198,6 +199,8 @@ def narration_request(ctx: NarrationContext, request_id: str) -> GenerationReque
         repetition_penalty=1.15,
         # Decoding keeps to the choice and the tone: their words get a small logit bias.
         favour=(*(ctx.tone.favour if ctx.tone else ()), *choice_words(ctx.choice or "")),
+        # ... and off the opposed tones: their words get a negative bias.
+        shun=ctx.tone.shun if ctx.tone else (),
         room=ctx.room,
         kind="narration",
         beat=ctx.beat,
@@ -236,8 +239,11 @@ def option_request(
     )
 
 
-def cue_request(ctx: NarrationContext, beat_text: str, request_id: str) -> GenerationRequest:
-    """The request for beat ``ctx.beat``'s scene cue (JSON under ``cue_schema``)."""
+def cue_request(
+    ctx: NarrationContext, beat_text: str, request_id: str, tone: str | None = None
+) -> GenerationRequest:
+    """The request for beat ``ctx.beat``'s scene cue (JSON under ``cue_schema``; ``tone``:
+    the tone the beat was told in, which sets the music)."""
     ask = (
         f"Scene: {beat_text[-MAX_LAST_BEAT_CHARS:]}\n"
         "Describe this scene as JSON: location, time_of_day, weather, lighting, music, "
@@ -252,9 +258,35 @@ def cue_request(ctx: NarrationContext, beat_text: str, request_id: str) -> Gener
         max_tokens=200,
         temperature=0.3,
         seed=ctx.seed,
-        json_schema=cue_schema(ctx.story),
+        json_schema=cue_schema(ctx.story, tone),
         room=ctx.room,
         kind="cues",
+        beat=ctx.beat,
+        adapter=ctx.spec.adapter,
+    )
+
+
+def state_request(ctx: NarrationContext, beat_text: str, request_id: str) -> GenerationRequest:
+    """The request for the story state after beat ``ctx.beat`` (JSON under ``state_schema``)."""
+    card = ctx.story
+    ask = (
+        f"Scene: {beat_text[-MAX_LAST_BEAT_CHARS:]}\n"
+        "Update the story state after this scene as JSON: summary (one sentence: what "
+        "happened in this scene), location, present (who is there), carrying (what "
+        f"{ctx.spec.subject} carries), goal, threads (up to three open questions)."
+    )
+    return GenerationRequest(
+        request_id=request_id,
+        messages=(
+            ChatMessage("system", "You keep the state of a story as JSON."),
+            ChatMessage("user", f"{ctx.spec.title}. Before the scene:\n{card.render()}\n{ask}"),
+        ),
+        max_tokens=260,
+        temperature=0.3,
+        seed=ctx.seed,
+        json_schema=state_schema(card),
+        room=ctx.room,
+        kind="state",
         beat=ctx.beat,
         adapter=ctx.spec.adapter,
     )

@@ -17,8 +17,9 @@ class ChatMessage:
     content: str
 
 
-#: What a request asks for: a beat's prose, one ballot option, or a scene cue (JSON).
-RequestKind = Literal["narration", "choices", "cues"]
+#: What a request asks for: a beat's prose, one ballot option, a scene cue (JSON) or the
+#: story state after a beat (JSON).
+RequestKind = Literal["narration", "choices", "cues", "state"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +68,8 @@ class GenerationRequest:
     #: Words to favour with a small logit bias (a scene's tone words; backends
     #: that cannot bias tokens ignore it).
     favour: tuple[str, ...] = ()
+    #: Words to avoid with a negative logit bias (the opposed tones' words).
+    shun: tuple[str, ...] = ()
     room: str = ""
 
 

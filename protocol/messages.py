@@ -311,6 +311,10 @@ class StoryState(msgspec.Struct, kw_only=True, gc=False):
     present: list[str] = []
     carrying: list[str] = []
     goal: str | None = None
+    #: Open questions of the story (the engine's state update; empty when it wrote none).
+    threads: list[str] = []
+    #: The rolling summary: the engine's one-sentence recaps of the last beats, or the
+    #: choices they acted out where it wrote none.
     summary: str = ""
 
 

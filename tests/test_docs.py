@@ -45,10 +45,11 @@ def test_readme_quickstart_is_the_two_make_commands() -> None:
 
 
 def test_stories_doc_lists_every_tone_with_its_directive_and_lead_phrases() -> None:
-    from fablecast.inference.story.tone import TONES
+    from fablecast.inference.story.tone import OPPOSED, TONES
 
     doc = (ROOT / "docs/stories.md").read_text()
     for tone in TONES.values():
         row = next(line for line in doc.splitlines() if line.startswith(f"| `{tone.name}` |"))
         assert tone.directive in row
         assert " · ".join(tone.leads) in row
+        assert row.rstrip(" |").endswith(", ".join(OPPOSED[tone.name]))

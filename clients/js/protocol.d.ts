@@ -341,6 +341,7 @@ export interface StoryState {
   present?: string[];
   carrying?: string[];
   goal?: string | null;
+  threads?: string[];
   summary?: string;
 }
 

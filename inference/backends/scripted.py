@@ -216,6 +216,8 @@ class ScriptedEngine:
             text = choices_text(request)
         elif request.kind == "cues":
             text = cue_text(request)
+        elif request.kind == "state":
+            text = state_text(request)
         else:
             text = narration_text(request)
         words = _WORD.findall(text)[: request.max_tokens]
@@ -247,3 +249,21 @@ class ScriptedEngine:
                     await asyncio.sleep(0)
         finally:
             self._aborted.discard(request.request_id)
+
+
+def state_text(request: GenerationRequest) -> str:
+    """A story state update that names the story's own entities (its schema's enums)."""
+    rnd = _rng(request)
+    props = (request.json_schema or {}).get("properties", {})
+    place = rnd.choice(props["location"]["enum"])
+    who = props["present"]["items"]["enum"][0]
+    out: dict[str, object] = {
+        "summary": f"{who} reaches {place}",
+        "location": place,
+        "present": [who],
+    }
+    if "carrying" in props:
+        out["carrying"] = props["carrying"]["items"]["enum"][:1]
+    out["goal"] = f"{who} must learn the secret of {place}"
+    out["threads"] = [f"Who waits at {place}"]
+    return json.dumps(out)

@@ -41,6 +41,8 @@ from fablecast.inference.types import (
 
 #: Logit bias given to each token of ``GenerationRequest.favour`` words.
 FAVOUR_BIAS = 2.5
+#: Logit bias given to each token of ``GenerationRequest.shun`` words.
+SHUN_BIAS = -4.0
 
 #: Defaults tuned on a small CPU machine; see docs/engines.md.
 DEFAULT_MAX_NUM_SEQS = 32
@@ -295,7 +297,7 @@ class VLLMEngine:
             structured = StructuredOutputsParams(json=dict(request.json_schema))
         elif request.regex is not None:
             structured = StructuredOutputsParams(regex=request.regex)
-        bias = self._bias(request.favour) if request.favour else None
+        bias = self._bias(request.favour, request.shun) if request.favour or request.shun else None
         return SamplingParams(
             logit_bias=bias,
             max_tokens=request.max_tokens,
@@ -309,26 +311,28 @@ class VLLMEngine:
             structured_outputs=structured,
         )
 
-    def _bias(self, words: tuple[str, ...]) -> dict[int, float] | None:
-        """Token ids of ``words`` (with and without a leading space) -> ``FAVOUR_BIAS``."""
+    def _bias(self, favour: tuple[str, ...], shun: tuple[str, ...] = ()) -> dict[int, float] | None:
+        """Token ids of the words (in their spaced, lower and capitalized forms) -> bias:
+        ``FAVOUR_BIAS`` for ``favour``, ``SHUN_BIAS`` for ``shun`` (a favoured word wins)."""
         cache: dict[str, list[int]] = self.__dict__.setdefault("_favour_ids", {})
         tok = self._llm.tokenizer
         if tok is None:
             return None
         out: dict[int, float] = {}
-        for word in words:
-            ids = cache.get(word)
-            if ids is None:
-                ids = []
-                for form in dict.fromkeys(
-                    (f" {word}", f" {word.lower()}", f" {word.capitalize()}")
-                ):
-                    enc = tok.encode(form, add_special_tokens=False)
-                    if len(enc) == 1:  # only whole-word tokens: no fragments favoured
-                        ids.append(int(enc[0]))
-                cache[word] = ids
-            for i in ids:
-                out[i] = FAVOUR_BIAS
+        for words, bias in ((shun, SHUN_BIAS), (favour, FAVOUR_BIAS)):
+            for word in words:
+                ids = cache.get(word)
+                if ids is None:
+                    ids = []
+                    for form in dict.fromkeys(
+                        (f" {word}", f" {word.lower()}", f" {word.capitalize()}")
+                    ):
+                        enc = tok.encode(form, add_special_tokens=False)
+                        if len(enc) == 1:  # only whole-word tokens: no fragments biased
+                            ids.append(int(enc[0]))
+                    cache[word] = ids
+                for i in ids:
+                    out[i] = bias
         return out or None
 
     async def _prompt(self, request: GenerationRequest) -> Any:

@@ -46,8 +46,14 @@ class SceneCue:
     source: str = "engine"
 
 
-def cue_schema(card: StoryCard) -> dict[str, Any]:
-    """JSON schema of a cue for this story (places and characters as enums)."""
+def cue_schema(card: StoryCard, tone: str | None = None) -> dict[str, Any]:
+    """JSON schema of a cue for this story (places and characters as enums).
+
+    With the ``tone`` the beat was told in, ``music`` is that tone's
+    (``TONE_MUSIC``): the scene's music follows the room's mood (left to
+    itself the default model wrote "sad" for every beat; docs/quality.md).
+    """
+    music = [TONE_MUSIC[tone]] if tone in TONE_MUSIC else list(MUSIC)
     places = list(dict.fromkeys([card.location, *card.spec.world.places])) or ["unknown"]
     names = [c.name for c in card.spec.characters] or ["unknown"]
     return {
@@ -57,7 +63,7 @@ def cue_schema(card: StoryCard) -> dict[str, Any]:
             "time_of_day": {"enum": list(TIMES)},
             "weather": {"enum": list(WEATHERS)},
             "lighting": {"enum": list(LIGHTING)},
-            "music": {"enum": list(MUSIC)},
+            "music": {"enum": music},
             "characters": {
                 "type": "array",
                 "items": {"enum": names},
@@ -82,7 +88,7 @@ def cue_schema(card: StoryCard) -> dict[str, Any]:
     }
 
 
-def parse_cue(text: str, card: StoryCard) -> SceneCue:
+def parse_cue(text: str, card: StoryCard, tone: str | None = None) -> SceneCue:
     """A validated cue from the engine's JSON answer; ``ValueError`` says what is wrong."""
     try:
         data = json.loads(text)
@@ -90,7 +96,7 @@ def parse_cue(text: str, card: StoryCard) -> SceneCue:
         raise ValueError(f"not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise ValueError("not an object")
-    schema = cue_schema(card)["properties"]
+    schema = cue_schema(card, tone)["properties"]
     for key in ("location", "time_of_day", "weather", "lighting", "music"):
         if data.get(key) not in schema[key]["enum"]:
             raise ValueError(f"{key}: {data.get(key)!r} is not one of {schema[key]['enum']}")

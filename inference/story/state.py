@@ -1,22 +1,30 @@
 """The story state card and rolling summary: what the narrator is reminded of each beat.
 
-Deterministic, server-side (the 135M default model cannot keep a JSON state
-consistent; docs/quality.md): after each beat ``StoryCard.update`` reads the
-beat for the spec's characters, places and objects and for new proper names,
-moves the location to the last place named, marks objects taken, and appends
-the acted-out choice to the event list. The prompt gets ``render()`` (a few
-short lines) plus the last beat verbatim, never the whole story, so its size
-is bounded at any story length (``MAX_EVENTS``, ``MAX_SEEN``).
+Two layers. ``StoryCard.update`` is a deterministic fold that never fails:
+it reads the beat for the spec's characters, places and objects and for new
+proper names, moves the location to the last place named, marks objects
+taken, and appends the acted-out choice to the event list. Then the engine's
+own update (``inference.story.update``: JSON under a schema, validated) is
+laid over it with ``apply``: a one-sentence summary of the beat, where the
+scene is, who is there, what they carry, the goal and the open threads. A
+field the engine got wrong keeps its folded value.
+
+The prompt gets ``render()`` (a few short lines) plus the last beat verbatim,
+never the whole story, so its size is bounded at any story length
+(``MAX_EVENTS``, ``MAX_SEEN``, ``MAX_THREADS`` and the update's length limits).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fablecast.inference.story.spec import StorySpec
 from fablecast.inference.story.text import one_line, sentences
+
+if TYPE_CHECKING:
+    from fablecast.inference.story.update import StateUpdate
 
 #: Acted-out choices kept for the rolling summary.
 MAX_EVENTS = 6
@@ -24,6 +32,8 @@ MAX_EVENTS = 6
 MAX_SEEN = 6
 #: Lore entries added to one prompt at most.
 MAX_LORE = 2
+#: Open threads kept (the engine's, newest update wins).
+MAX_THREADS = 3
 
 _TAKE = re.compile(
     r"\b(take|takes|took|grab|grabs|grabbed|pick(?:s|ed)? up|carr(?:y|ies|ied)|hold|holds|"
@@ -116,8 +126,19 @@ class StoryCard:
     seen: list[str] = field(default_factory=list)
     last_beat: str = ""
     beats: int = 0
+    #: The goal: the spec's until the engine updates it.
+    goal: str = ""
+    #: Open threads (questions the story has raised), from the engine's updates.
+    threads: list[str] = field(default_factory=list)
+    #: The rolling summary: (beat, text) for the last ``MAX_EVENTS`` beats; the
+    #: engine's one-sentence summary of a beat, or the choice it acted out.
+    recaps: list[tuple[int, str]] = field(default_factory=list)
+    #: Beats whose state the engine wrote (``apply``), for the record.
+    written: int = 0
 
     def __post_init__(self) -> None:
+        if not self.goal:
+            self.goal = self.spec.goal or ""
         w = self.spec.world
         if not self.location:
             self.location = w.start_place or (w.places[0] if w.places else "")
@@ -153,6 +174,8 @@ class StoryCard:
         if choice:
             self.events.append(one_line(choice, 100).rstrip("."))
             del self.events[:-MAX_EVENTS]
+            self.recaps.append((self.beats, self.events[-1]))
+            del self.recaps[:-MAX_EVENTS]
         places = [p for p in self.spec.world.places if mentions(beat_text, p)]
         if places:
             # The last place named in the beat is where the scene now is.
@@ -181,6 +204,23 @@ class StoryCard:
             self.seen.append(name)
         del self.seen[:-MAX_SEEN]
 
+    def apply(self, update: StateUpdate) -> None:
+        """Lay the engine's validated update of the last folded beat over the fold."""
+        self.written += 1
+        if update.summary:
+            self.recaps = [r for r in self.recaps if r[0] != self.beats]
+            self.recaps.append((self.beats, update.summary.rstrip(".")))
+            del self.recaps[:-MAX_EVENTS]
+        if update.location:
+            self.location = update.location
+        if update.present:
+            self.present = list(update.present)
+        if update.carrying is not None:
+            self.carrying = list(update.carrying)[-4:]
+        if update.goal:
+            self.goal = update.goal.rstrip(".")
+        self.threads = [t.rstrip(".?") for t in update.threads][:MAX_THREADS]
+
     # ---------------------------------------------------------------- prompt text
 
     def lore(self, text: str) -> list[str]:
@@ -189,8 +229,8 @@ class StoryCard:
         return out[:MAX_LORE]
 
     def summary(self) -> str:
-        """The rolling summary: the last acted-out choices, oldest first."""
-        return "; ".join(self.events)
+        """The rolling summary, oldest first: the engine's recaps or the acted-out choices."""
+        return "; ".join(text for _, text in self.recaps)
 
     def render(self) -> str:
         """The card as a few short prompt lines."""
@@ -201,9 +241,11 @@ class StoryCard:
             lines.append(f"Place: {self.location}.")
         if self.carrying:
             lines.append(f"Carrying: {', '.join(self.carrying)}.")
-        if s.goal:
-            lines.append(f"Goal: {s.goal}.")
-        if self.events:
+        if self.goal:
+            lines.append(f"Goal: {self.goal}.")
+        if self.threads:
+            lines.append(f"Open questions: {'; '.join(self.threads)}.")
+        if self.recaps:
             lines.append(f"So far: {self.summary()}.")
         return "\n".join(lines)
 
@@ -213,7 +255,8 @@ class StoryCard:
             "location": self.location,
             "present": list(self.present),
             "carrying": list(self.carrying),
-            "goal": self.spec.goal,
+            "goal": self.goal or None,
+            "threads": list(self.threads),
             "summary": self.summary(),
             "seen": list(self.seen),
         }

@@ -33,6 +33,9 @@ class Tone:
     #: winning action (``"Mira opens the door, heart pounding,"``): the model
     #: continues a sentence already in the tone. Not anchor text (``ANCHORS``).
     leads: tuple[str, ...] = ()
+    #: More words that mark this tone (beside ``favour``): other tones' narration
+    #: shuns both (``shun``).
+    marks: tuple[str, ...] = ()
 
     @property
     def directive(self) -> str:
@@ -42,6 +45,14 @@ class Tone:
     def lead(self, beat: int) -> str:
         """The lead phrase of beat ``beat`` (they take turns; "" when the tone has none)."""
         return self.leads[beat % len(self.leads)] if self.leads else ""
+
+    @property
+    def shun(self) -> tuple[str, ...]:
+        """Words the narration's sampling avoids: those marking the opposed tones
+        (``OPPOSED``; a negative logit bias, where the engine can)."""
+        words = [w for o in OPPOSED.get(self.name, ()) for w in (*TONES[o].favour, *TONES[o].marks)]
+        mine = {*self.favour, *self.marks}
+        return tuple(dict.fromkeys(w for w in words if w not in mine))
 
 
 TONES: Final[dict[str, Tone]] = {
@@ -64,6 +75,7 @@ TONES: Final[dict[str, Tone]] = {
                 "dread",
             ),
             ("heart pounding", "breath held tight", "every nerve on edge"),
+            ("fright", "feared", "scared", "horror", "deadly", "threat", "panic", "shiver"),
         ),
         Tone(
             "funny",
@@ -72,6 +84,7 @@ TONES: Final[dict[str, Tone]] = {
             (0.7, 0.7),
             ("laugh", "laughs", "joke", "silly", "giggle", "funny", "grin", "ridiculous", "absurd"),
             ("trying hard not to laugh", "grinning like a fool", "snorting at the silliness"),
+            ("laughed", "laughing", "jokes", "giggled", "grinned", "chuckled", "silliness"),
         ),
         Tone(
             "sad",
@@ -80,6 +93,23 @@ TONES: Final[dict[str, Tone]] = {
             (-0.7, -0.4),
             ("tears", "sad", "grief", "lost", "weep", "alone", "sorrow", "mourn", "cry"),
             ("eyes wet with tears", "heart heavy with grief", "quiet and sorrowful"),
+            (
+                "tear",
+                "sadness",
+                "sadly",
+                "cried",
+                "crying",
+                "wept",
+                "weeping",
+                "lonely",
+                "grieve",
+                "mourning",
+                "sorrowful",
+                "heartbroken",
+                "despair",
+                "melancholy",
+                "loss",
+            ),
         ),
         Tone(
             "calm",
@@ -88,6 +118,7 @@ TONES: Final[dict[str, Tone]] = {
             (0.8, -0.3),
             ("quiet", "gentle", "warm", "peaceful", "calm", "soft", "rest", "smile", "kind"),
             ("slow and peaceful", "smiling kindly", "warm and unhurried"),
+            ("gently", "softly", "peace", "calmly", "quietly", "resting", "kindly", "warmth"),
         ),
         Tone(
             "exciting",
@@ -96,8 +127,19 @@ TONES: Final[dict[str, Tone]] = {
             (0.2, 0.9),
             ("suddenly", "run", "fast", "chase", "leap", "rush", "fight", "race", "dash"),
             ("in a sudden rush", "faster than ever", "leaping wildly"),
+            ("ran", "running", "raced", "rushed", "leapt", "dashed", "charged", "sprinted"),
         ),
     )
+}
+
+#: Tones whose words a tone's narration shuns (``Tone.shun``): the misses of
+#: docs/quality.md read mostly as ``sad``, so the bright tones shun it.
+OPPOSED: Final[dict[str, tuple[str, ...]]] = {
+    "tense": ("funny", "calm"),
+    "funny": ("sad", "tense"),
+    "sad": ("funny", "exciting"),
+    "calm": ("sad", "tense"),
+    "exciting": ("sad", "calm"),
 }
 
 #: The tone each reaction of the fixed set asks for.

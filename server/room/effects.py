@@ -8,8 +8,9 @@ the session whose event caused it, requests go to the narrator, timers to the lo
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from fablecast.protocol.messages import (
     Cue,
@@ -108,11 +109,17 @@ class NarrationDone:
 
 @dataclass(frozen=True, slots=True)
 class ChoicesReady:
-    """Request ``request`` produced ballot options (and the last beat's scene cue)."""
+    """Request ``request`` produced ballot options (and the last beat's scene cue).
+
+    ``state``: the engine's story state after the last beat, as plain data
+    (``inference.story.update.StateUpdate.to_dict``; None: the engine wrote none).
+    The core keeps it on that beat and has it recorded (``Record("state")``).
+    """
 
     request: int
     options: tuple[str, ...]
     cue: Cue | None = None
+    state: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +212,17 @@ class MarkDirty:
 
 
 @dataclass(frozen=True, slots=True)
+class Record:
+    """An event for the room's event log that is not a frame (``kind="state"``).
+
+    Ordered like a story frame: what follows waits until the log has it.
+    """
+
+    kind: str
+    data: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class Reply:
     """A message for the session whose event caused it (no seq)."""
 
@@ -279,6 +297,7 @@ Effect = (
     Publish
     | AppendText
     | MarkDirty
+    | Record
     | Reply
     | RequestNarration
     | RequestChoices

@@ -39,7 +39,7 @@ Rules:
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -215,6 +215,24 @@ def screen_choices(
         if not ok(" | ".join([*fields, *cue.characters, cue.image_prompt])):
             cue = None
     return kept, cue
+
+
+def screen_state(room: Room, state: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """The engine's story state through the filter: any blocked text drops it (the card
+    keeps its deterministic fold), and so does a filter that cannot run (fails closed)."""
+    safety = room.mod.filter
+    if safety is None or state is None:
+        return state
+    texts: list[str] = []
+    for value in state.values():
+        if isinstance(value, str):
+            texts.append(value)
+        elif isinstance(value, list | tuple):
+            texts += [str(v) for v in value]
+    try:
+        return state if safety.check(" | ".join(texts), final=True).allowed else None
+    except Exception:
+        return None
 
 
 def _show(room: Room, text: str, out: list[fx.Effect]) -> None:

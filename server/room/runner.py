@@ -32,6 +32,7 @@ from fablecast.inference.narrator import NarrationStats, Narrator, Openings
 from fablecast.inference.prompts import NarrationContext, StorySpec, story_spec
 from fablecast.inference.story.state import StoryCard
 from fablecast.inference.story.tone import tone_for_mood
+from fablecast.inference.story.update import fold, state_from_dict
 from fablecast.inference.types import EngineBusy, EngineStalled
 from fablecast.protocol import messages as m
 from fablecast.protocol.codes import CloseCode
@@ -94,6 +95,8 @@ class RoomRunner:
         self.spec = spec
         #: The story state card, updated as beats are committed (never sent raw).
         self.card = StoryCard(spec)
+        #: The last beat folded into the card: (beat, text, whether its state was applied).
+        self._folded: tuple[int, str, bool] | None = None
         self.metrics = metrics
         self.clock = clock
         self._task: asyncio.Task[None] | None = None
@@ -167,6 +170,11 @@ class RoomRunner:
         if self._held is not None and not _passes_hold(effect):
             self._held.append((effect, origin))
             return
+        if isinstance(effect, fx.Record):
+            if self.journal is not None:  # ordered like a story frame: what follows waits
+                self._held = [(effect, origin)]
+                self._persist(effect.kind, dict(effect.data))
+            return
         if self.journal is not None and isinstance(effect, fx.Publish):
             record = self._record(effect.frame)
             if record is not None:
@@ -182,6 +190,7 @@ class RoomRunner:
         if isinstance(frame, m.BeatEnd):
             last = self.room.story[-1]
             data: dict[str, object] = msgspec.to_builtins(last)  # opaque: new fields flow
+            data.pop("state", None)  # the engine's state of the beat comes later, as its own event
             mood = self.room.mood.read(self.clock())
             # Only the aggregate mood; never a viewer's single reaction (docs/store.md).
             data["mood"] = {
@@ -264,6 +273,8 @@ class RoomRunner:
                 ch.append_text(beat, text)
             case fx.MarkDirty(kind):
                 ch.mark_dirty(kind)
+            case fx.Record():
+                pass  # the event log has it (``_apply``); nothing goes to the stream
             case fx.Reply(message):
                 if origin is not None:
                     origin.send_message(message)
@@ -416,10 +427,29 @@ class RoomRunner:
         )
 
     def _sync_card(self) -> None:
-        """Fold beats the room committed since the last request into the story card."""
-        for b in self.room.story:
-            if b.beat > self.card.beats:
-                self.card.update(b.text, b.choice)
+        """Fold what the room committed since the last request into the story card.
+
+        New beats are folded with the engine's state of each (``fold``); a state
+        that arrived for the last folded beat is laid over it; a story that no
+        longer holds the last folded beat (a rewind) is folded anew. So the live
+        card is the card a restore, rewind or fork builds from the event log.
+        """
+        story = self.room.story
+        mark = self._folded
+        if mark is not None:
+            at = next((b for b in reversed(story) if b.beat == mark[0]), None)
+            if at is None or at.text != mark[1]:
+                self.card, mark = StoryCard(self.spec), None
+            elif at.state is not None and not mark[2]:
+                update = state_from_dict(at.state)
+                if update is not None:
+                    self.card.apply(update)
+        for b in story:
+            if mark is None or b.beat > mark[0]:
+                fold(self.card, b.text, b.choice, b.state)
+        if story:
+            last = story[-1]
+            self._folded = (last.beat, last.text, last.state is not None)
 
     async def _narrate(self, eff: fx.RequestNarration) -> None:
         choice = eff.choice
@@ -451,6 +481,7 @@ class RoomRunner:
                 present=card["present"],
                 carrying=card["carrying"],
                 goal=card["goal"],
+                threads=card["threads"],
                 summary=card["summary"],
             ),
             lore=tuple(ctx.lore),
@@ -468,9 +499,10 @@ class RoomRunner:
         mood = self.room.mood.read(self.clock())
         ctx = self._context(eff.beat, None, mood)
         try:
-            ballot, cue = await asyncio.gather(
+            ballot, cue, written = await asyncio.gather(
                 self.narrator.ballot(ctx, eff.text),
                 self.narrator.cue(ctx, eff.text, ctx.tone.name if ctx.tone else None),
+                self.narrator.state(ctx, eff.text),
             )
         except asyncio.CancelledError:
             raise
@@ -488,7 +520,8 @@ class RoomRunner:
             image_prompt=cue.image_prompt,
             source="fallback" if cue.source == "fallback" else "engine",
         )
-        self.dispatch(fx.ChoicesReady(eff.request, tuple(ballot.options), frame))
+        state = None if written is None else written.to_dict()
+        self.dispatch(fx.ChoicesReady(eff.request, tuple(ballot.options), frame, state))
 
     def _failed(self, request: int, exc: Exception) -> None:
         stalled = isinstance(exc, EngineStalled)

@@ -18,7 +18,9 @@ Invariants:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 
@@ -86,11 +88,16 @@ class RoomSettings:
 
 @dataclass(slots=True)
 class CommittedBeat:
-    """A beat of the story and the choice that led to it."""
+    """A beat of the story, the choice that led to it, and the engine's state after it.
+
+    ``state`` is opaque to the core (``ChoicesReady.state``): kept, recorded,
+    handed back on restore and rewind, never read here.
+    """
 
     beat: int
     text: str
     choice: str | None
+    state: Mapping[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -306,10 +313,16 @@ class Room:
                     self._on_narration_done(now, out, notes)
             case fx.Moderated():
                 moderation.moderate(self, event, now, out)
-            case fx.ChoicesReady(request, options, cue):
+            case fx.ChoicesReady(request, options, cue, written):
                 if request == self.current_request and self._stage == "choices":
-                    # Ballot options and the scene cue are engine text too: the filter.
+                    # Ballot options, the scene cue and the story state are engine text
+                    # too: the filter.
                     options, cue = moderation.screen_choices(self, options, cue)
+                    written = moderation.screen_state(self, written)
+                    if written is not None and self.story:
+                        last = self.story[-1]
+                        last.state = written
+                        out.append(fx.Record("state", {"beat": last.beat, **written}))
                     if cue is not None and self.story:
                         cue.beat = self.story[-1].beat
                         self.cue = cue

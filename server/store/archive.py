@@ -265,7 +265,15 @@ def _room_config(room: str, img: StoryImage) -> RoomConfig:
 
 
 def _beats(beats: list[dict[str, Any]]) -> list[CommittedBeat]:
-    return [CommittedBeat(int(b["beat"]), str(b["text"]), b.get("choice")) for b in beats]
+    return [
+        CommittedBeat(
+            int(b["beat"]),
+            str(b["text"]),
+            b.get("choice"),
+            b["state"] if isinstance(b.get("state"), dict) else None,
+        )
+        for b in beats
+    ]
 
 
 def _restore_core(runner: RoomRunner, img: StoryImage) -> None:

@@ -6,6 +6,8 @@ anything else a room adds, such as a beat's why record, flows through):
 - ``created``  ``{spec, settings, origin, parent?: {room, beat}}``: the room opened
 - ``beat``     ``{beat, text, choice, mood?, why?, ...}``: beat ``beat`` committed (finished)
 - ``cue``      ``{beat, location, ...}``: the scene cue of beat ``beat`` (kept on that beat)
+- ``state``    ``{beat, summary, location, present, carrying, goal, threads}``: the
+  engine's story state after beat ``beat`` (kept on that beat as ``state``)
 - ``ballot``   ``{window, beat, options}``: a vote window opened after beat ``beat``
 - ``result``   ``{window, winner, text, counts, voters, ...}``: that window closed
 - ``rewind``   ``{beat, branch}``: beats after ``beat`` moved to branch ``branch``
@@ -115,6 +117,9 @@ def fold(room: str, events: Iterable[StoredEvent]) -> StoryImage:
             case "cue":
                 if img.beats and d.get("beat") == len(img.beats):
                     img.beats[-1]["cue"] = dict(d)
+            case "state":
+                if img.beats and d.get("beat") == len(img.beats):
+                    img.beats[-1]["state"] = {k: v for k, v in d.items() if k != "beat"}
             case "ballot":
                 if isinstance(d.get("window"), int):
                     img.last_window = max(img.last_window, d["window"])

@@ -8,6 +8,7 @@ from fablecast.inference.prompts import (
     cue_request,
     narration_request,
     option_request,
+    state_request,
 )
 from fablecast.inference.story.spec import load_spec
 from fablecast.inference.story.state import StoryCard
@@ -32,6 +33,7 @@ def test_no_prompt_mentions_the_audience_or_voting() -> None:
         narration_request(c, "a"),
         option_request(c, "Elsa runs.", ["Fox", "the forest"], "b", 0),
         cue_request(c, "Elsa runs.", "c"),
+        state_request(c, "Elsa runs.", "d"),
     ):
         for msg in req.messages:
             assert not is_meta(msg.content), msg.content
@@ -53,6 +55,14 @@ def test_the_tone_lead_follows_the_winning_action_in_the_prefill() -> None:
     )
     # Leads take turns from beat to beat, so no phrase opens every tense beat.
     assert {TONES["tense"].lead(b) for b in range(6)} == set(TONES["tense"].leads)
+
+
+def test_narration_favours_its_tone_and_shuns_the_opposed_ones() -> None:
+    req = narration_request(ctx("Elsa follows Fox", tone="calm"), "a")
+    assert "gentle" in req.favour and "follows" in req.favour
+    assert req.shun == TONES["calm"].shun and "tears" in req.shun
+    quiet = narration_request(ctx("Elsa follows Fox", tone=None), "a")
+    assert quiet.shun == () and quiet.favour == ("Elsa", "follows")
 
 
 def test_opening_prefill_is_the_subject() -> None:

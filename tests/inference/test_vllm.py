@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 from collections.abc import AsyncIterator
 
 import pytest
@@ -23,6 +24,7 @@ from fablecast.inference.story.embed import LexicalEmbedder
 from fablecast.inference.story.spec import load_spec
 from fablecast.inference.story.state import StoryCard
 from fablecast.inference.story.text import ends_sentence, is_meta
+from fablecast.inference.story.update import parse_state
 from fablecast.inference.types import (
     ChatMessage,
     EngineBusy,
@@ -143,9 +145,22 @@ async def test_prompt_stays_within_the_window_over_50_beats(vllm_engine: object)
         )
         sizes.append(len(ids))
         card.update(beat + f" Beat {k}.", ctx.choice)
+        card.apply(parse_state(LONGEST_STATE, card))  # the engine's update at its limits
     window = vllm_engine.max_model_len  # type: ignore[attr-defined]
     assert max(sizes) + spec.beat.tokens < window
     assert max(sizes) < 2 * sizes[5]  # no growth with the story's length
+
+
+LONGEST_STATE = json.dumps(
+    {
+        "summary": "Aria " + "runs across the bridge " * 6,
+        "location": "the bridge",
+        "present": ["Aria Solen", "Rook", "Admiral Vex"],
+        "carrying": ["the star map"],
+        "goal": "Aria " + "must reach the gate " * 5,
+        "threads": ["Rook " + "asks why Vex came " * 5] * 3,
+    }
+)
 
 
 async def test_crowd_choice_with_instructions_does_not_change_instructions(
@@ -172,6 +187,29 @@ async def test_ballot_and_cue_validate(vllm_engine: object) -> None:
     assert ballot_problems(ballot.options, ctx.story.entities(), LexicalEmbedder(), subject) == []
     assert ballot.fallback < 3  # the engine wrote at least one option
     assert cue.source == "engine", list(narrator.cue_errors)
+
+
+async def test_the_engine_writes_a_valid_story_state(vllm_engine: object) -> None:
+    spec = load_spec("noir")
+    card = StoryCard(spec)
+    beat = "I walk into the Blue Heron club. Lena Voss waits at the bar with the ledger."
+    card.update(beat, "I go to the club")
+    ctx = NarrationContext("r", 1, spec, card)
+    narrator = Narrator(vllm_engine, stall_timeout_s=scaled(120))  # type: ignore[arg-type]
+    up = await narrator.state(ctx, beat)
+    assert up is not None, list(narrator.state_errors)
+    assert up.location in spec.world.places and up.present
+    assert set(up.present) <= {c.name for c in spec.characters}
+    card.apply(up)
+    assert card.written == 1 and card.location == up.location
+
+
+def test_tone_words_are_favoured_and_opposed_ones_shunned(vllm_engine: object) -> None:
+    bias = vllm_engine._bias(("laugh",), ("tears", "laugh"))  # type: ignore[attr-defined]
+    tok = vllm_engine.llm.tokenizer  # type: ignore[attr-defined]
+    (laugh,) = tok.encode(" laugh", add_special_tokens=False)
+    (tears,) = tok.encode(" tears", add_special_tokens=False)
+    assert bias[laugh] > 0 > bias[tears]  # a word both favoured and shunned is favoured
 
 
 async def test_concurrent_requests(vllm_engine: object) -> None:

@@ -92,6 +92,23 @@ def test_cue_parse_and_fallback() -> None:
     assert parse_cue(json.dumps(as_json), CARD).location == fb.location  # fallbacks validate
 
 
+def test_a_cues_music_follows_the_tone_the_beat_was_told_in() -> None:
+    assert cue_schema(CARD, "funny")["properties"]["music"]["enum"] == ["playful"]
+    assert len(cue_schema(CARD)["properties"]["music"]["enum"]) > 1  # no tone: any music
+    good = {
+        "location": "the docks",
+        "time_of_day": "night",
+        "weather": "rain",
+        "lighting": "neon",
+        "music": "sad",
+        "characters": ["Sam Calloway"],
+        "image_prompt": "A detective on a wet pier under neon light",
+    }
+    assert parse_cue(json.dumps(good), CARD, "sad").music == "sad"
+    with pytest.raises(ValueError, match="music"):
+        parse_cue(json.dumps(good), CARD, "exciting")
+
+
 def test_junk_words_and_recent_winners_are_left_out() -> None:
     known = {"hides", "walks", "into"}.__contains__
     ents = ["the ledger", "the office"]

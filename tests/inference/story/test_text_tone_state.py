@@ -11,7 +11,7 @@ from fablecast.inference.story.text import (
     split_complete,
     trim_to_sentence,
 )
-from fablecast.inference.story.tone import REACTION_TONES, TONES, tone_for_mood
+from fablecast.inference.story.tone import OPPOSED, REACTION_TONES, TONES, tone_for_mood
 from fablecast.protocol.messages import REACTIONS
 
 
@@ -35,6 +35,16 @@ def test_every_reaction_maps_to_a_documented_tone() -> None:
     assert set(REACTION_TONES.values()) <= set(TONES)
     for tone in TONES.values():
         assert not is_meta(tone.directive)
+
+
+def test_each_tone_shuns_the_words_of_its_opposed_tones_never_its_own() -> None:
+    for tone in TONES.values():
+        own = {*tone.favour, *tone.marks}
+        assert tone.shun and not own & set(tone.shun)
+        for other in OPPOSED[tone.name]:
+            assert set(TONES[other].favour) - own <= set(tone.shun)
+    assert "tears" in TONES["funny"].shun and "laugh" not in TONES["funny"].shun
+    assert "quiet" in TONES["exciting"].shun and "tears" not in TONES["sad"].shun
 
 
 def test_tone_from_mood() -> None:

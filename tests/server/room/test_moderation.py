@@ -386,6 +386,26 @@ def test_a_cue_with_a_blocked_field_is_not_sent(make: Callable[..., Harness]) ->
     assert published(out, m.Cue)
 
 
+def test_a_story_state_with_blocked_text_is_neither_kept_nor_logged(
+    make: Callable[..., Harness],
+) -> None:
+    h = make(filter=True, blocked_terms=("grue",))
+    h.open("alice")
+    h.narrate("A clean beat about lanterns and markets in the evening light.")
+    state = {"summary": "Mira meets Lena", "location": "the market", "threads": ["The grue"]}
+    out = h.send(fx.ChoicesReady(h.choices.request, ("A", "B"), None, state))
+    assert not [e for e in out if isinstance(e, fx.Record)] and published(out, m.Ballot)
+    assert h.room.story[-1].state is None
+    h.fire("vote_close")
+    h.fire("reveal")
+    h.narrate("Another clean beat about the quiet market square at dusk.")
+    state["threads"] = ["Who rang the bell"]
+    out = h.send(fx.ChoicesReady(h.choices.request, ("A", "B"), None, state))
+    (record,) = [e for e in out if isinstance(e, fx.Record)]
+    assert record.kind == "state" and record.data["beat"] == h.room.story[-1].beat
+    assert h.room.story[-1].state == state
+
+
 def test_a_pause_while_the_engine_warms_up_waits_for_it(make: Callable[..., Harness]) -> None:
     h = make()
     h.send(fx.Start(engine_ready=False))

@@ -52,6 +52,9 @@ class IdleNarrator:
     async def cue(self, *args: object) -> Any:
         await asyncio.Event().wait()  # pragma: no cover
 
+    async def state(self, *args: object) -> Any:
+        await asyncio.Event().wait()  # pragma: no cover
+
 
 @pytest.fixture
 async def setup() -> AsyncIterator[tuple[RoomRunner, Journal]]:
@@ -128,3 +131,49 @@ async def test_store_status_is_shown_past_the_hold(setup: tuple[RoomRunner, Jour
     runner.store_status(None)
     frame = runner.stream.flush()[0].frame
     assert isinstance(frame, m.Narrator) and frame.message == "event log back"
+
+
+STATE = {
+    "summary": "Mira finds the key",
+    "location": "the market",
+    "present": ["Mira"],
+    "carrying": ["the key"],
+    "goal": "Mira must open the gate",
+    "threads": ["Who left the key"],
+}
+
+
+async def test_the_engines_story_state_is_logged_before_the_ballot(
+    setup: tuple[RoomRunner, Journal],
+) -> None:
+    runner, journal = setup
+    runner.dispatch(fx.NarrationDelta(1, "Once upon a time."))
+    runner.dispatch(fx.NarrationDone(1))
+    journal.ack()
+    await asyncio.sleep(0)
+    sent(runner)
+    runner.dispatch(fx.ChoicesReady(2, ("Go left now", "Go right now"), None, STATE))
+    # The state is recorded first, on beat 1; the ballot waits for it.
+    assert [k for k, _, _ in journal.events] == ["beat", "state"] and runner.holding
+    assert journal.events[1][1] == {"beat": 1, **STATE}
+    assert runner.room.story[-1].state == STATE
+    assert "Ballot" not in sent(runner)
+    journal.ack()
+    await asyncio.sleep(0)
+    assert [k for k, _, _ in journal.events] == ["beat", "state", "ballot"]
+    journal.ack()
+    await asyncio.sleep(0)
+    assert "Ballot" in sent(runner) and not runner.holding
+
+
+async def test_a_stale_story_state_is_neither_kept_nor_logged(
+    setup: tuple[RoomRunner, Journal],
+) -> None:
+    runner, journal = setup
+    runner.dispatch(fx.NarrationDelta(1, "Once upon a time."))
+    runner.dispatch(fx.NarrationDone(1))
+    journal.ack()
+    await asyncio.sleep(0)
+    runner.dispatch(fx.ChoicesReady(7, ("Go left now", "Go right now"), None, STATE))
+    assert [k for k, _, _ in journal.events] == ["beat"]
+    assert runner.room.story[-1].state is None

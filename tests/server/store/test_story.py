@@ -51,6 +51,18 @@ def test_a_cue_is_kept_on_its_beat() -> None:
     assert img.beats[0]["cue"] == {"beat": 1, "location": "the docks"}
 
 
+def test_the_engines_story_state_is_kept_on_its_beat_and_restored_with_it() -> None:
+    from fablecast.server.store.archive import _beats
+
+    state = ("state", {"beat": 2, "summary": "Sam runs", "location": "the docks"})
+    stale = ("state", {"beat": 1, "summary": "old"})  # not the last beat: ignored
+    img = fold("r", log(CREATED, beat(1), beat(2), stale, state))
+    assert "state" not in img.beats[0]
+    assert img.beats[1]["state"] == {"summary": "Sam runs", "location": "the docks"}
+    story = _beats(img.beats)
+    assert story[0].state is None and story[1].state == img.beats[1]["state"]
+
+
 def test_beats_out_of_order_are_ignored_and_counted() -> None:
     img = fold("r", log(CREATED, beat(1), beat(1), beat(3), beat(2)))
     assert [b["beat"] for b in img.beats] == [1, 2] and img.anomalies == 2

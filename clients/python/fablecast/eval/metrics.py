@@ -15,6 +15,8 @@ Definitions (docs/quality.md):
 - ``cut_rate``: beats not ending at a sentence end.
 - ``mood_agreement``: of the beats given a tone, the share whose generated
   text is closest (max cosine over ``ANCHORS``) to the anchors of that tone.
+- ``state_written_rate``: beats whose story state the engine wrote (validated);
+  the others keep the deterministic fold alone.
 - ``cues_valid_rate``: cues from the engine that passed validation (first try
   or retry), over all beats; fallbacks are counted apart (``cues_fallback``).
 """
@@ -49,6 +51,8 @@ class BeatRecord:
     ballot_fallback: int = 0
     cue: dict[str, Any] | None = None
     cue_source: str = "engine"
+    #: The engine's story state after the beat (``StateUpdate.to_dict``; None: it wrote none).
+    state: dict[str, Any] | None = None
     dropped: int = 0
     tokens: int = 0
     first_token_s: float | None = None
@@ -156,6 +160,7 @@ def score(stories: Sequence[Sequence[BeatRecord]], embedder: Embedder) -> dict[s
         "mood_agreement": _rate(sum(agree), len(agree)),
         "cues_valid_rate": _rate(sum(r.cue_source == "engine" for r in records), len(records)),
         "cues_fallback": sum(r.cue_source != "engine" for r in records),
+        "state_written_rate": _rate(sum(r.state is not None for r in records), len(records)),
         "sentences_dropped": sum(r.dropped for r in records),
         "vote_close_to_first_token_s": {"p50": percentile(first, 50), "p95": percentile(first, 95)},
         "vote_close_to_first_text_s": {"p50": percentile(shown, 50), "p95": percentile(shown, 95)},

@@ -119,9 +119,13 @@ async def play(
         text = "".join(parts).strip()
         card.update(text, choice)
         earlier = [*earlier[-7:], text]
-        ballot, cue = await asyncio.gather(
-            narrator.ballot(ctx, text), narrator.cue(ctx, text, tone.name)
+        ballot, cue, written = await asyncio.gather(
+            narrator.ballot(ctx, text),
+            narrator.cue(ctx, text, tone.name),
+            narrator.state(ctx, text),
         )
+        if written is not None:
+            card.apply(written)
         entities = card.entities()
         rec = BeatRecord(
             beat=beat,
@@ -136,6 +140,7 @@ async def play(
             ballot_fallback=ballot.fallback,
             cue={k: v for k, v in asdict(cue).items() if k != "source"},
             cue_source=cue.source,
+            state=None if written is None else written.to_dict(),
             dropped=stats.dropped,
             tokens=stats.tokens,
             first_token_s=max(0.0, stats.first_token_at - t0) if stats.first_token_at else None,
@@ -243,6 +248,7 @@ async def evaluate(
     overall["narration_tokens_per_s"] = round(narration_tokens / wall, 1) if wall else None
     report["presets"] = per
     overall["cue_errors"] = list(narrator.cue_errors)[:10]
+    overall["state_errors"] = list(narrator.state_errors)[:10]
     report["overall"] = overall
     return list(runs), report
 
@@ -310,6 +316,14 @@ def transcript(run: StoryRun) -> str:
             lines += [
                 f"Cue ({rec.cue_source}): {c['location']}, {c['time_of_day']}, {c['weather']}, "
                 f"{c['lighting']} light, {c['music']} music, {', '.join(c['characters'])}",
+                "",
+            ]
+        if rec.state:
+            st = rec.state
+            threads = "; ".join(st.get("threads") or ()) or "none"
+            lines += [
+                f"State (engine): {st.get('summary') or '-'} | at {st['location']} | "
+                f"goal: {st.get('goal') or '-'} | open: {threads}",
                 "",
             ]
     return "\n".join(lines)

@@ -1,0 +1,176 @@
+"""The engine-written story state: after each beat the engine updates the card as JSON.
+
+``state_schema`` is the JSON schema the engine writes under (vLLM guided
+decoding): a one-sentence ``summary`` of the beat, then ``location`` and
+``present`` (the story's own places and characters, as enums), ``carrying``
+(the story's objects, as an enum), ``goal`` and up to three open ``threads``.
+
+``parse_state`` validates the answer in two layers:
+
+1. Structure: JSON, the schema's keys and types, enum values. A failure
+   raises ``ValueError``; the narrator retries once and then keeps the
+   deterministic fold alone (``StoryCard.update``), which never fails.
+2. Grounding, field by field: ``summary``, ``goal`` and each thread must name
+   an entity of the story (a character, place or object) and must not talk
+   about the audience or voting. A field that fails is left out (``None`` or
+   dropped) and the card keeps its folded value for it.
+
+The result is plain data (``StateUpdate.to_dict``): the room core keeps it on
+the committed beat and the event log records it (``kind="state"``), so
+restore, rewind and fork rebuild the same card (docs/stories.md, story state).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from fablecast.inference.story.state import MAX_THREADS, StoryCard, mentions
+from fablecast.inference.story.text import is_meta, one_line
+
+#: Longest summary, goal and thread the engine may write (characters). xgrammar
+#: (vLLM's guided decoding) cannot compile a repetition bound above 128.
+MAX_SUMMARY: Final = 120
+MAX_GOAL: Final = 90
+MAX_THREAD: Final = 80
+_TEXT = "[A-Za-z ,.'-]"
+
+
+@dataclass(frozen=True, slots=True)
+class StateUpdate:
+    """What the engine wrote about one beat, validated (``None``: keep the fold's value)."""
+
+    summary: str | None
+    location: str
+    present: tuple[str, ...]
+    carrying: tuple[str, ...] | None
+    goal: str | None
+    threads: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data: what the core keeps on the beat and the event log records."""
+        return {
+            "summary": self.summary,
+            "location": self.location,
+            "present": list(self.present),
+            "carrying": None if self.carrying is None else list(self.carrying),
+            "goal": self.goal,
+            "threads": list(self.threads),
+        }
+
+
+def _string(lo: int, hi: int) -> dict[str, Any]:
+    return {"type": "string", "pattern": f"^{_TEXT}{{{lo},{hi}}}$"}
+
+
+def state_schema(card: StoryCard) -> dict[str, Any]:
+    """JSON schema of a state update for this story."""
+    w = card.spec.world
+    places = list(dict.fromkeys([p for p in (card.location, *w.places) if p])) or ["unknown"]
+    names = [c.name for c in card.spec.characters] or ["unknown"]
+    props: dict[str, Any] = {
+        "summary": _string(10, MAX_SUMMARY),
+        "location": {"enum": places},
+        "present": {"type": "array", "items": {"enum": names}, "minItems": 1, "maxItems": 4},
+    }
+    if w.objects:
+        props["carrying"] = {
+            "type": "array",
+            "items": {"enum": list(w.objects)},
+            "maxItems": 4,
+        }
+    props["goal"] = _string(8, MAX_GOAL)
+    props["threads"] = {"type": "array", "items": _string(8, MAX_THREAD), "maxItems": MAX_THREADS}
+    return {
+        "type": "object",
+        "properties": props,
+        "required": list(props),
+        "additionalProperties": False,
+    }
+
+
+def _grounded(text: str, card: StoryCard) -> bool:
+    names = [w for c in card.spec.characters for w in c.name.split() if len(w) > 2]
+    return not is_meta(text) and any(mentions(text, e) for e in (*card.entities(), *names))
+
+
+def parse_state(text: str, card: StoryCard) -> StateUpdate:
+    """A validated update from the engine's JSON answer; ``ValueError`` says what is wrong."""
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError("not an object")
+    props = state_schema(card)["properties"]
+    extra = set(data) - set(props)
+    if extra:
+        raise ValueError(f"unknown keys {sorted(extra)}")
+    missing = set(props) - set(data)
+    if missing:
+        raise ValueError(f"missing keys {sorted(missing)}")
+    if data["location"] not in props["location"]["enum"]:
+        raise ValueError(f"location: {data['location']!r} is not a place of the story")
+    for key in ("present", "carrying"):
+        if key not in props:
+            continue
+        value = data[key]
+        allowed = props[key]["items"]["enum"]
+        if not isinstance(value, list) or any(v not in allowed for v in value):
+            raise ValueError(f"{key}: {value!r} is not a list of {allowed}")
+    if not data["present"]:
+        raise ValueError("present: empty")
+    for key in ("summary", "goal"):
+        if not isinstance(data[key], str):
+            raise ValueError(f"{key}: not a string")
+    threads = data["threads"]
+    if not isinstance(threads, list) or any(not isinstance(t, str) for t in threads):
+        raise ValueError("threads: not a list of strings")
+
+    def keep(value: str, limit: int) -> str | None:
+        value = one_line(value, limit).strip()
+        return value if len(value) >= 8 and _grounded(value, card) else None
+
+    kept: list[str] = []
+    for t in threads[:MAX_THREADS]:
+        t2 = keep(t, MAX_THREAD)
+        if t2 and t2.lower() not in (k.lower() for k in kept):
+            kept.append(t2)
+    return StateUpdate(
+        summary=keep(data["summary"], MAX_SUMMARY),
+        location=data["location"],
+        present=tuple(dict.fromkeys(data["present"])),
+        carrying=tuple(dict.fromkeys(data["carrying"])) if "carrying" in props else None,
+        goal=keep(data["goal"], MAX_GOAL),
+        threads=tuple(kept),
+    )
+
+
+def state_from_dict(data: Mapping[str, Any]) -> StateUpdate | None:
+    """An update as the event log or the core keeps it (None if it is not one)."""
+    try:
+        carrying = data.get("carrying")
+        return StateUpdate(
+            summary=_opt(data.get("summary")),
+            location=str(data["location"]),
+            present=tuple(str(p) for p in data.get("present") or ()),
+            carrying=None if carrying is None else tuple(str(c) for c in carrying),
+            goal=_opt(data.get("goal")),
+            threads=tuple(str(t) for t in data.get("threads") or ()),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _opt(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def fold(card: StoryCard, text: str, choice: str | None, state: Mapping[str, Any] | None) -> None:
+    """Fold a committed beat into ``card``, then the engine's update of it (if it wrote one)."""
+    card.update(text, choice)
+    update = state_from_dict(state) if state else None
+    if update is not None:
+        card.apply(update)

@@ -1,0 +1,199 @@
+"""The engine-written story state: schema, validation, grounding, and how the card takes it."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import msgspec
+import pytest
+
+from fablecast.inference.backends.scripted import ScriptedEngine
+from fablecast.inference.narrator import Narrator
+from fablecast.inference.prompts import NarrationContext, state_request
+from fablecast.inference.story.spec import load_spec
+from fablecast.inference.story.state import MAX_EVENTS, StoryCard
+from fablecast.inference.story.update import (
+    MAX_SUMMARY,
+    MAX_THREAD,
+    StateUpdate,
+    fold,
+    parse_state,
+    state_from_dict,
+    state_schema,
+)
+from fablecast.inference.types import GenerationDelta
+
+
+def noir() -> StoryCard:
+    return StoryCard(load_spec("noir"))
+
+
+def answer(**over: Any) -> str:
+    data: dict[str, Any] = {
+        "summary": "Sam finds the ledger at the docks",
+        "location": "the docks",
+        "present": ["Sam Calloway", "Lena Voss"],
+        "carrying": ["the ledger"],
+        "goal": "Sam must hide the ledger from Nico",
+        "threads": ["Who sent Lena to the docks", "What the ledger proves"],
+    }
+    data.update(over)
+    return json.dumps(data)
+
+
+def test_schema_names_the_storys_own_places_people_and_things() -> None:
+    schema = state_schema(noir())
+    props = schema["properties"]
+    assert list(props) == ["summary", "location", "present", "carrying", "goal", "threads"]
+    assert "the docks" in props["location"]["enum"]
+    assert props["present"]["items"]["enum"][0] == "Sam Calloway"
+    assert "the revolver" in props["carrying"]["items"]["enum"]
+    assert schema["required"] == list(props) and schema["additionalProperties"] is False
+    assert props["threads"]["maxItems"] == 3
+
+
+def test_every_length_bound_compiles_in_guided_decoding() -> None:
+    # xgrammar (vLLM's guided decoding) fails to compile a repetition bound over 128.
+    bounds = re.findall(r"\{(\d+),(\d+)\}", json.dumps(state_schema(noir())))
+    assert bounds and all(int(hi) <= 128 for _, hi in bounds)
+
+
+def test_a_story_without_objects_has_no_carrying_field() -> None:
+    spec = load_spec("noir")
+    spec = msgspec.structs.replace(spec, world=msgspec.structs.replace(spec.world, objects=()))
+    bare = StoryCard(spec)
+    assert "carrying" not in state_schema(bare)["properties"]
+    data = json.loads(answer())
+    del data["carrying"]
+    assert parse_state(json.dumps(data), bare).carrying is None
+
+
+def test_a_good_answer_is_kept_whole() -> None:
+    up = parse_state(answer(), noir())
+    assert up.summary == "Sam finds the ledger at the docks"
+    assert up.location == "the docks" and up.present == ("Sam Calloway", "Lena Voss")
+    assert up.carrying == ("the ledger",)
+    assert up.threads == ("Who sent Lena to the docks", "What the ledger proves")
+    assert state_from_dict(up.to_dict()) == up
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("{not json", "not JSON"),
+        ("[1, 2]", "not an object"),
+        (answer(mood="sad"), "unknown keys"),
+        (json.dumps({"summary": "Sam waits"}), "missing keys"),
+        (answer(location="the moon"), "location"),
+        (answer(present=["Sherlock"]), "present"),
+        (answer(present=[]), "present: empty"),
+        (answer(carrying=["a banana"]), "carrying"),
+        (answer(goal=3), "goal: not a string"),
+        (answer(threads="Who"), "threads"),
+    ],
+)
+def test_structural_faults_are_refused_with_a_reason(text: str, why: str) -> None:
+    with pytest.raises(ValueError, match=why):
+        parse_state(text, noir())
+
+
+def test_ungrounded_or_meta_fields_are_left_out_not_the_whole_update() -> None:
+    up = parse_state(
+        answer(
+            summary="Something happens somewhere",
+            goal="The audience votes on what comes next at the docks",
+            threads=["Nothing in particular", "Why Nico lied", "why nico lied"],
+        ),
+        noir(),
+    )
+    assert up.summary is None and up.goal is None
+    assert up.threads == ("Why Nico lied",)  # one ungrounded, one duplicate dropped
+    assert up.location == "the docks"
+
+
+def test_long_fields_are_cut_to_their_limits() -> None:
+    up = parse_state(
+        answer(summary="Sam runs " + "far " * 80, threads=["Nico " + "x " * 80]), noir()
+    )
+    assert up.summary is not None and len(up.summary) <= MAX_SUMMARY
+    assert all(len(t) <= MAX_THREAD for t in up.threads)
+
+
+def test_apply_lays_the_engines_update_over_the_fold() -> None:
+    card = noir()
+    card.update("I walk to the office. I take the revolver.", "I go to the office")
+    assert card.location == "the office" and card.recaps == [(1, "I go to the office")]
+    card.apply(parse_state(answer(), card))
+    assert card.location == "the docks"
+    assert card.carrying == ["the ledger"] and card.present == ["Sam Calloway", "Lena Voss"]
+    assert card.goal == "Sam must hide the ledger from Nico"
+    assert card.recaps == [(1, "Sam finds the ledger at the docks")]  # replaces the choice
+    text = card.render()
+    assert "Open questions: Who sent Lena to the docks; What the ledger proves." in text
+    assert "So far: Sam finds the ledger at the docks." in text
+    assert card.to_dict()["threads"] == ["Who sent Lena to the docks", "What the ledger proves"]
+
+
+def test_fields_the_engine_got_wrong_keep_the_fold() -> None:
+    card = noir()
+    card.update("I take the revolver at the office.", "I look around")
+    card.apply(parse_state(answer(summary="It rains", goal="Nothing much"), card))
+    assert card.goal == "find the ledger before the Moretti brothers do"
+    assert card.recaps == [(1, "I look around")]
+
+
+def test_fold_is_update_then_apply_and_ignores_bad_records() -> None:
+    a, b = noir(), noir()
+    up = parse_state(answer(), a)
+    a.update("I walk.", "I go")
+    a.apply(up)
+    fold(b, "I walk.", "I go", up.to_dict())
+    assert a.to_dict() == b.to_dict() and a.render() == b.render()
+    c = noir()
+    fold(c, "I walk.", "I go", {"present": 3})  # malformed record: the fold alone
+    assert c.location == "the office" and c.written == 0
+
+
+def test_card_with_engine_updates_stays_bounded() -> None:
+    card = noir()
+    long = answer(summary="Sam " + "runs far away " * 12, threads=["Nico " + "asks why " * 9] * 3)
+    for i in range(100):
+        card.update(f"I meet Zed{chr(97 + i % 26)}son at the docks.", f"I do thing {i}")
+        card.apply(parse_state(long, card))
+    assert len(card.recaps) <= MAX_EVENTS and len(card.threads) <= 3
+    assert len(card.render()) < 1600
+
+
+def test_state_request_asks_for_json_under_the_schema() -> None:
+    card = noir()
+    ctx = NarrationContext(room="r", beat=3, spec=card.spec, card=card)
+    req = state_request(ctx, "I walk to the docks.", "id")
+    assert req.kind == "state" and req.json_schema == state_schema(card)
+    assert "I walk to the docks." in req.messages[-1].content
+    assert not any(w in req.messages[-1].content.lower() for w in ("audience", "vote"))
+
+
+async def test_narrator_state_on_the_scripted_engine_is_grounded() -> None:
+    engine = ScriptedEngine(tokens_per_s=5000, first_token_s=0)
+    await engine.start()
+    card = noir()
+    ctx = NarrationContext(room="r", beat=1, spec=card.spec, card=card)
+    up = await Narrator(engine).state(ctx, "I walk to the docks.")
+    assert isinstance(up, StateUpdate) and up.summary and up.goal and up.threads
+    assert up.location in card.spec.world.places
+
+
+async def test_narrator_state_gives_up_after_a_retry() -> None:
+    class Broken(ScriptedEngine):
+        async def generate(self, request):  # type: ignore[no-untyped-def, override]
+            yield GenerationDelta("{oops", 1, finished=True, finish_reason="stop")
+
+    engine = Broken(tokens_per_s=5000, first_token_s=0)
+    await engine.start()
+    card = noir()
+    narrator = Narrator(engine)
+    ctx = NarrationContext(room="r", beat=1, spec=card.spec, card=card)
+    assert await narrator.state(ctx, "I walk.") is None
+    assert len(narrator.state_errors) == 2 and "not JSON" in narrator.state_errors[0]
