@@ -559,7 +559,7 @@ class Narrator:
         for attempt in range(2):
             request = state_request(ctx, beat_text, self._request_id(ctx, f"state{attempt}"))
             try:
-                return parse_state(await self._text(request), ctx.story)
+                return parse_state(await self._text(request), ctx.story, beat_text)
             except ValueError as exc:
                 self.state_errors.append(str(exc))
                 log.info("room %s beat %d: state rejected: %s", ctx.room, ctx.beat, exc)

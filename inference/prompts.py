@@ -266,14 +266,28 @@ def cue_request(
     )
 
 
+#: A worked example for the state request: the default model copies its shape
+#: (not its names, which the schema and the checks of ``parse_state`` refuse).
+STATE_EXAMPLE = (
+    "Example scene: Tom climbs the mill tower and finds a torn letter. Ann shouts "
+    "that the miller is coming back.\n"
+    'Example JSON: {"summary": "Tom finds a torn letter in the mill tower", '
+    '"location": "the mill", "present": ["Tom", "Ann"], "carrying": ["the letter"], '
+    '"goal": "Tom must read the letter before the miller returns", '
+    '"threads": ["Who tore the letter", "Why the miller came back"]}'
+)
+
+
 def state_request(ctx: NarrationContext, beat_text: str, request_id: str) -> GenerationRequest:
     """The request for the story state after beat ``ctx.beat`` (JSON under ``state_schema``)."""
     card = ctx.story
     ask = (
+        f"{STATE_EXAMPLE}\n\n"
         f"Scene: {beat_text[-MAX_LAST_BEAT_CHARS:]}\n"
-        "Update the story state after this scene as JSON: summary (one sentence: what "
-        "happened in this scene), location, present (who is there), carrying (what "
-        f"{ctx.spec.subject} carries), goal, threads (up to three open questions)."
+        "Update the story state after this scene as JSON: summary (one short sentence: "
+        "what happened in this scene), location, present (who is there), carrying (what "
+        f"{ctx.spec.subject} carries), goal (what {ctx.spec.subject} wants now), threads "
+        "(up to three open questions)."
     )
     return GenerationRequest(
         request_id=request_id,

@@ -255,13 +255,19 @@ def state_text(request: GenerationRequest) -> str:
     """A story state update that names the story's own entities (its schema's enums)."""
     rnd = _rng(request)
     props = (request.json_schema or {}).get("properties", {})
-    place = rnd.choice(props["location"]["enum"])
-    who = props["present"]["items"]["enum"][0]
-    out: dict[str, object] = {
-        "summary": f"{who} reaches {place}",
-        "location": place,
-        "present": [who],
-    }
+    place = rnd.choice(props["location"]["enum"]) if "location" in props else "the road"
+    who = props["present"]["items"]["enum"][0] if "present" in props else "Someone"
+    # The summary retells the scene's first words (the request's last "Scene:" line).
+    scene = ""
+    for line in (request.messages[-1].content if request.messages else "").splitlines():
+        if line.startswith("Scene: "):
+            scene = line[len("Scene: ") :]
+    told = " ".join(re.sub(r"[^A-Za-z ,.'-]", " ", scene).split()[:12]).rstrip(" ,.")
+    out: dict[str, object] = {"summary": told if len(told) >= 10 else f"{who} reaches {place}"}
+    if "location" in props:
+        out["location"] = place
+    if "present" in props:
+        out["present"] = [who]
     if "carrying" in props:
         out["carrying"] = props["carrying"]["items"]["enum"][:1]
     out["goal"] = f"{who} must learn the secret of {place}"

@@ -94,12 +94,13 @@ def clean_option(
     a small model under a grammar sometimes spells junk ("ofdownloadedadk").
     """
     text = one_line(f"{subject}{continuation}", MAX_OPTION_CHARS + 1).rstrip(" .")
-    if known is not None:
-        rest = continuation
-        for e in sorted(entities, key=len, reverse=True):
-            rest = rest.replace(e, " ")
-        if not all(known(w) for w in re.findall(r"[a-z]+", rest.lower())):
-            return None
+    rest = continuation
+    for e in sorted(entities, key=len, reverse=True):
+        rest = rest.replace(e, " ")
+    if re.search(r"[^\sA-Za-z,-]", rest.strip().rstrip(".")):
+        return None  # an apostrophe or a symbol outside the entity ("love it'l's the club")
+    if known is not None and not all(known(w) for w in re.findall(r"[a-z]+", rest.lower())):
+        return None
     if len(text) > MAX_OPTION_CHARS or len(text.split()) < 3 or is_meta(text):
         return None
     if re.search(r"\d|\b(\w+) \1\b", text):

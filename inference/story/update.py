@@ -10,10 +10,15 @@ decoding): a one-sentence ``summary`` of the beat, then ``location`` and
 1. Structure: JSON, the schema's keys and types, enum values. A failure
    raises ``ValueError``; the narrator retries once and then keeps the
    deterministic fold alone (``StoryCard.update``), which never fails.
-2. Grounding, field by field: ``summary``, ``goal`` and each thread must name
-   an entity of the story (a character, place or object) and must not talk
-   about the audience or voting. A field that fails is left out (``None`` or
-   dropped) and the card keeps its folded value for it.
+2. Sense, field by field. Every text must name an entity of the story (a
+   character, place or object) and must not talk about the audience or
+   voting. The ``summary`` must be about this beat (two of its content words
+   in the beat), not the title and not a copy of an earlier summary (a shared
+   4-word run). The ``goal`` and each thread must not be a copy of the beat
+   (a shared 5-word run) nor a bare name, and keep to 3-14 words. A field
+   that fails is left out (``None`` or dropped) and the card keeps its folded
+   value for it. The default model copies much (docs/quality.md): these
+   checks are what keep its copies out of the prompt.
 
 The result is plain data (``StateUpdate.to_dict``): the room core keeps it on
 the committed beat and the event log records it (``kind="state"``), so
@@ -28,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from fablecast.inference.story.state import MAX_THREADS, StoryCard, mentions
-from fablecast.inference.story.text import is_meta, one_line
+from fablecast.inference.story.text import is_meta, ngrams, one_line, words
 
 #: Longest summary, goal and thread the engine may write (characters). xgrammar
 #: (vLLM's guided decoding) cannot compile a repetition bound above 128.
@@ -43,7 +48,8 @@ class StateUpdate:
     """What the engine wrote about one beat, validated (``None``: keep the fold's value)."""
 
     summary: str | None
-    location: str
+    location: str | None
+    #: Who is there (empty: the story has no cast; the fold's list stands).
     present: tuple[str, ...]
     carrying: tuple[str, ...] | None
     goal: str | None
@@ -66,21 +72,26 @@ def _string(lo: int, hi: int) -> dict[str, Any]:
 
 
 def state_schema(card: StoryCard) -> dict[str, Any]:
-    """JSON schema of a state update for this story."""
+    """JSON schema of a state update for this story.
+
+    A story without places, cast or objects has no ``location``, ``present``
+    or ``carrying`` field (nothing to choose from: the fold keeps them).
+    """
     w = card.spec.world
-    places = list(dict.fromkeys([p for p in (card.location, *w.places) if p])) or ["unknown"]
-    names = [c.name for c in card.spec.characters] or ["unknown"]
-    props: dict[str, Any] = {
-        "summary": _string(10, MAX_SUMMARY),
-        "location": {"enum": places},
-        "present": {"type": "array", "items": {"enum": names}, "minItems": 1, "maxItems": 4},
-    }
-    if w.objects:
-        props["carrying"] = {
+    places = list(dict.fromkeys(p for p in (card.location, *w.places) if p))
+    names = [c.name for c in card.spec.characters]
+    props: dict[str, Any] = {"summary": _string(10, MAX_SUMMARY)}
+    if places:
+        props["location"] = {"enum": places}
+    if names:
+        props["present"] = {
             "type": "array",
-            "items": {"enum": list(w.objects)},
+            "items": {"enum": names},
+            "minItems": 1,
             "maxItems": 4,
         }
+    if w.objects:
+        props["carrying"] = {"type": "array", "items": {"enum": list(w.objects)}, "maxItems": 4}
     props["goal"] = _string(8, MAX_GOAL)
     props["threads"] = {"type": "array", "items": _string(8, MAX_THREAD), "maxItems": MAX_THREADS}
     return {
@@ -96,8 +107,49 @@ def _grounded(text: str, card: StoryCard) -> bool:
     return not is_meta(text) and any(mentions(text, e) for e in (*card.entities(), *names))
 
 
-def parse_state(text: str, card: StoryCard) -> StateUpdate:
-    """A validated update from the engine's JSON answer; ``ValueError`` says what is wrong."""
+def _content(text: str) -> set[str]:
+    return {w for w in words(text) if len(w) >= 4}
+
+
+def _copies(text: str, source: str, n: int) -> bool:
+    return bool(ngrams(text, n) & ngrams(source, n))
+
+
+def _summary(value: str, card: StoryCard, beat_text: str) -> str | None:
+    value = one_line(value, MAX_SUMMARY).strip()
+    if len(value) < 10 or not _grounded(value, card):
+        return None
+    if card.spec.title.lower() in value.lower():
+        return None
+    if beat_text and len(_content(value) & _content(beat_text)) < 2:
+        return None  # not about this beat
+    earlier = [old for b, old in card.recaps if b != card.beats]
+    if any(_copies(value, old, 4) or value.lower() == old.lower() for old in earlier):
+        return None  # an earlier beat's summary again
+    return value
+
+
+def _aim(value: str, limit: int, card: StoryCard, beat_text: str) -> str | None:
+    """A goal or a thread: grounded, 3-14 words, not a copy of the beat, not a bare name."""
+    value = one_line(value, limit).strip()
+    n = len(value.split())
+    if not 3 <= n <= 14 or not _grounded(value, card):
+        return None
+    if beat_text and _copies(value, beat_text, 5):
+        return None
+    bare = value.lower().removeprefix("the ")
+    if any(bare == e.lower().removeprefix("the ") for e in card.entities()):
+        return None
+    return value
+
+
+def parse_state(text: str, card: StoryCard, beat_text: str = "") -> StateUpdate:
+    """A validated update from the engine's JSON answer about ``beat_text``.
+
+    ``ValueError`` says what is structurally wrong; fields that make no sense
+    are left out (see the module's rule 2). ``card`` is the card with the beat
+    already folded in.
+    """
     try:
         data = json.loads(text)
     except ValueError as exc:
@@ -111,7 +163,7 @@ def parse_state(text: str, card: StoryCard) -> StateUpdate:
     missing = set(props) - set(data)
     if missing:
         raise ValueError(f"missing keys {sorted(missing)}")
-    if data["location"] not in props["location"]["enum"]:
+    if "location" in props and data["location"] not in props["location"]["enum"]:
         raise ValueError(f"location: {data['location']!r} is not a place of the story")
     for key in ("present", "carrying"):
         if key not in props:
@@ -120,7 +172,7 @@ def parse_state(text: str, card: StoryCard) -> StateUpdate:
         allowed = props[key]["items"]["enum"]
         if not isinstance(value, list) or any(v not in allowed for v in value):
             raise ValueError(f"{key}: {value!r} is not a list of {allowed}")
-    if not data["present"]:
+    if "present" in props and not data["present"]:
         raise ValueError("present: empty")
     for key in ("summary", "goal"):
         if not isinstance(data[key], str):
@@ -129,21 +181,19 @@ def parse_state(text: str, card: StoryCard) -> StateUpdate:
     if not isinstance(threads, list) or any(not isinstance(t, str) for t in threads):
         raise ValueError("threads: not a list of strings")
 
-    def keep(value: str, limit: int) -> str | None:
-        value = one_line(value, limit).strip()
-        return value if len(value) >= 8 and _grounded(value, card) else None
-
+    summary = _summary(data["summary"], card, beat_text)
+    goal = _aim(data["goal"], MAX_GOAL, card, beat_text)
     kept: list[str] = []
     for t in threads[:MAX_THREADS]:
-        t2 = keep(t, MAX_THREAD)
-        if t2 and t2.lower() not in (k.lower() for k in kept):
+        t2 = _aim(t, MAX_THREAD, card, beat_text)
+        if t2 and all(t2.lower() != k.lower() for k in (*kept, goal or "", summary or "")):
             kept.append(t2)
     return StateUpdate(
-        summary=keep(data["summary"], MAX_SUMMARY),
-        location=data["location"],
-        present=tuple(dict.fromkeys(data["present"])),
+        summary=summary,
+        location=data.get("location"),
+        present=tuple(dict.fromkeys(data.get("present") or ())),
         carrying=tuple(dict.fromkeys(data["carrying"])) if "carrying" in props else None,
-        goal=keep(data["goal"], MAX_GOAL),
+        goal=goal,
         threads=tuple(kept),
     )
 
@@ -154,7 +204,7 @@ def state_from_dict(data: Mapping[str, Any]) -> StateUpdate | None:
         carrying = data.get("carrying")
         return StateUpdate(
             summary=_opt(data.get("summary")),
-            location=str(data["location"]),
+            location=_opt(data.get("location")),
             present=tuple(str(p) for p in data.get("present") or ()),
             carrying=None if carrying is None else tuple(str(c) for c in carrying),
             goal=_opt(data.get("goal")),

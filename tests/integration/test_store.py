@@ -86,6 +86,12 @@ async def test_a_clean_restart_keeps_the_story_and_replays_what_a_viewer_missed(
         assert status == 200
         beats = json.loads(body)["beats"]
         assert [b["beat"] for b in beats] == list(range(1, len(beats) + 1))
+        # The engine's story state of each beat is logged with it ...
+        assert "must learn the secret of" in beats[0]["state"]["goal"]
+        # ... and the restored room's card has it: the next why record shows its goal.
+        why = await again.until(lambda f: isinstance(f, m.Why), timeout=20)
+        assert isinstance(why, m.Why) and why.state is not None
+        assert why.state.goal is not None and "must learn the secret of" in why.state.goal
         assert {b.beat: b.text for b in told}.items() <= {
             b["beat"]: b["text"] for b in beats
         }.items()
@@ -126,6 +132,10 @@ async def test_transcript_rewind_and_fork_over_http(tmp_path: Path) -> None:
         assert [(b.beat, b.text) for b in rewind.story] == [(1, told[0].text)]
         ballot = await viewer.until(lambda f: isinstance(f, m.Ballot), timeout=10)
         assert isinstance(ballot, m.Ballot) and ballot.beat == 1
+        # The next beat's prompt is built from beat 1 alone: one summary, not three.
+        why = await viewer.until(lambda f: isinstance(f, m.Why) and f.beat == 2, timeout=20)
+        assert isinstance(why, m.Why) and why.state is not None
+        assert why.state.summary and ";" not in why.state.summary
         status, body = await asyncio.to_thread(http, node, "/api/rooms/demo/transcript?format=json")
         data = json.loads(body)
         assert data["branches"][0]["branch"] == branch

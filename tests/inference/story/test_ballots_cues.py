@@ -114,6 +114,9 @@ def test_junk_words_and_recent_winners_are_left_out() -> None:
     ents = ["the ledger", "the office"]
     assert clean_option("I", " hides the ledger.", ents, known) == "I hides the ledger"
     assert clean_option("I", " ofdownloadedadk the ledger.", ents, known) is None
+    # Apostrophes and symbols outside the entity are junk the word check cannot see.
+    assert clean_option("I", " love it'l's the ledger.", ents, known) is None
+    assert clean_option("I", " hide the ledger; now.", ents) is None
     fb = ["I search the docks", "I follow Lena"]
     opts, used = select(
         ["I open the ledger", "I walk into the office", "I walk into the office now"],

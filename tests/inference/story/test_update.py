@@ -70,6 +70,21 @@ def test_a_story_without_objects_has_no_carrying_field() -> None:
     assert parse_state(json.dumps(data), bare).carrying is None
 
 
+def test_a_story_without_places_or_cast_leaves_them_to_the_fold() -> None:
+    spec = load_spec("noir")
+    spec = msgspec.structs.replace(
+        spec, characters=(), world=msgspec.structs.replace(spec.world, places=(), start_place="")
+    )
+    card = StoryCard(spec)
+    props = state_schema(card)["properties"]
+    assert "location" not in props and "present" not in props
+    data = {"summary": "The ledger burns", "carrying": [], "goal": "Save the ledger", "threads": []}
+    up = parse_state(json.dumps(data), card)
+    assert up.location is None and up.present == () and up.summary == "The ledger burns"
+    card.apply(up)
+    assert card.location == "" and card.goal == "Save the ledger"
+
+
 def test_a_good_answer_is_kept_whole() -> None:
     up = parse_state(answer(), noir())
     assert up.summary == "Sam finds the ledger at the docks"
@@ -197,3 +212,39 @@ async def test_narrator_state_gives_up_after_a_retry() -> None:
     ctx = NarrationContext(room="r", beat=1, spec=card.spec, card=card)
     assert await narrator.state(ctx, "I walk.") is None
     assert len(narrator.state_errors) == 2 and "not JSON" in narrator.state_errors[0]
+
+
+BEAT = "I walk to the docks. Lena Voss hands me the ledger and says Nico is watching us."
+
+
+def test_a_summary_must_be_about_this_beat_and_new() -> None:
+    card = noir()
+    card.update(BEAT, "I go to the docks")
+    ok = parse_state(answer(summary="Lena hands me the ledger at the docks"), card, BEAT)
+    assert ok.summary == "Lena hands me the ledger at the docks"
+    other = parse_state(answer(summary="Nico Moretti drinks at the club"), card, BEAT)
+    assert other.summary is None  # names the story, but not this beat
+    title = parse_state(answer(summary="Rain on Saint Agnes Street, the docks"), card, BEAT)
+    assert title.summary is None
+    card.apply(ok)
+    card.update("I run to the docks with the ledger, Lena behind me.", "I run")
+    again = "I run to the docks" + BEAT
+    repeat = parse_state(answer(summary="Lena hands me the ledger at the docks"), card, again)
+    assert repeat.summary is None  # the last beat's summary again
+
+
+def test_goals_and_threads_must_not_copy_the_beat_or_be_a_bare_name() -> None:
+    card = noir()
+    card.update(BEAT, "I go to the docks")
+    up = parse_state(
+        answer(
+            goal="Lena Voss hands me the ledger and says",
+            threads=["Nico Moretti", "the ledger", "Why Nico is watching the docks", "Nico"],
+        ),
+        card,
+        BEAT,
+    )
+    assert up.goal is None
+    assert up.threads == ("Why Nico is watching the docks",)
+    good = parse_state(answer(goal="Keep the ledger away from Nico"), card, BEAT)
+    assert good.goal == "Keep the ledger away from Nico"
