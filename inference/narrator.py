@@ -15,6 +15,10 @@ guards what reaches clients:
   scores them (``story.rerank``: nearer the winning option than the losers,
   in the tone asked for), and continues the best one; ``prepare`` starts that
   sampling early (at vote close, during the reveal pause).
+- with a tone directive, the rest of such a beat is told in tone steps
+  (``tone_by = "sentence"``): ``openings`` candidates for each next sentence,
+  the one that leaves the beat nearest the tone told, sentence by sentence;
+  or (``"rest"``) ``openings`` whole rests, the best-toned told as one block.
 - ``ballot`` samples ``CANDIDATES`` options concurrently, keeps clean,
   grounded, distinct ones and tops up from ``fallback_options``.
 - ``cue`` asks for a JSON cue, validates it, retries once, then falls back.
@@ -125,6 +129,12 @@ class Openings:
 DEFAULT_OPENINGS = 6
 #: Tokens a candidate opening may take (two sentences of the default model).
 OPENING_TOKENS = 48
+#: Tokens a candidate sentence of a tone step may take.
+STEP_TOKENS = 40
+#: A tone step needs at least this many tokens of the beat's budget left.
+MIN_STEP_TOKENS = 8
+#: How the tone pass chooses (``[engine] tone_by``): each next sentence, or whole rests.
+TONE_BY = ("sentence", "rest")
 
 
 class Narrator:
@@ -142,8 +152,14 @@ class Narrator:
         tone_weight: float = TONE_WEIGHT,
         rests: bool = True,
         tone_rounds: int = 1,
+        tone_by: str = "sentence",
     ) -> None:
+        if tone_by not in TONE_BY:
+            raise ValueError(f"tone_by must be one of {TONE_BY}, not {tone_by!r}")
         self.engine = engine
+        #: ``"sentence"``: the tone pass picks each next sentence of the rest of the
+        #: beat among ``openings`` candidates; ``"rest"``: it picks among whole rests.
+        self.tone_by = tone_by
         #: Rounds of the tone pass at most: another round only when no rest of the
         #: previous ones is in the tone asked for.
         self.tone_rounds = tone_rounds
@@ -357,6 +373,99 @@ class Narrator:
             good[best][0], sum(t for _, t in good), finished=True, finish_reason="length"
         )
 
+    async def _sentence(self, request: GenerationRequest) -> tuple[str, int, bool]:
+        """One candidate next sentence: (its text with the space after it, tokens, whether
+        the engine ended the beat right after it); ``""`` when none was finished."""
+        text = ""
+        tokens = 0
+        reason = None
+        agen = self.stream(request)
+        try:
+            async for delta in agen:
+                text += delta.text
+                tokens += delta.tokens
+                if delta.finished:
+                    reason = delta.finish_reason
+                elif split_complete(text, final=False)[0]:
+                    break  # one sentence: closing the stream aborts the rest
+        finally:
+            await close_stream(agen)
+        ended = reason == "stop"
+        done, tail = split_complete(text, final=reason is not None)
+        if not done:
+            return "", tokens, ended
+        return done[0], tokens, ended and len(done) == 1 and not tail.strip()
+
+    async def _tone_steps(
+        self,
+        ctx: NarrationContext,
+        follow: GenerationRequest,
+        earlier: list[str],
+        told: list[str],
+        stats: NarrationStats,
+    ) -> AsyncIterator[GenerationDelta]:
+        """The rest of the beat in tone steps, each sentence a finished choice.
+
+        Each step samples ``openings`` candidates for the next sentence from the
+        beat so far; the clean ones (no meta-talk, no repeated run) are scored by
+        the tone margin of the whole beat with them (``tone_margins``) and the
+        best is told at once. The beat ends when its token budget is spent, when
+        the chosen sentence was the engine's last, or when no candidate is clean.
+        If every request of the first step fails, the rest is one plain stream.
+        ``stats.rests`` gets the told sentence's margin per step.
+        """
+        assert ctx.tone is not None
+        prefill = follow.messages[-1].content
+        left = follow.max_tokens
+        told = list(told)
+        step = 0
+        while left >= MIN_STEP_TOKENS:
+            requests = [
+                replace(
+                    follow,
+                    request_id=self._request_id(ctx, f"step{step}.{k}"),
+                    messages=(*follow.messages[:-1], ChatMessage("assistant", prefill)),
+                    max_tokens=min(left, STEP_TOKENS),
+                    seed=None
+                    if follow.seed is None
+                    else follow.seed + 104729 * (k + 1) + 31 * step,
+                )
+                for k in range(self.openings)
+            ]
+            fresh = await _successes(self._sentence(r) for r in requests)
+            if not fresh and step == 0:
+                async for delta in self.stream(follow):
+                    yield delta
+                return
+            spent = sum(t for _, t, _ in fresh)
+            clean = [
+                (text, tokens, ended)
+                for text, tokens, ended in fresh
+                if text.strip()
+                and not is_meta(text)
+                and not shares_run(text.strip(), [*earlier, prefill])
+            ]
+            if not clean:
+                yield GenerationDelta("", spent, finished=True, finish_reason="stop")
+                return
+            beats = [" ".join([*told, text.strip()]) for text, _, _ in clean]
+            margins = await asyncio.to_thread(
+                functools.partial(tone_margins, beats, ctx.tone.name, self.embedder)
+            )
+            best = max(range(len(margins)), key=lambda i: (margins[i], -i))
+            text, tokens, ended = clean[best]
+            stats.rests.append(margins[best])
+            told.append(text.strip())
+            prefill += text
+            left -= tokens
+            step += 1
+            yield GenerationDelta(
+                text, spent, finished=ended, finish_reason="stop" if ended else None, complete=True
+            )
+            if ended:
+                return
+        yield GenerationDelta("", 0, finished=True, finish_reason="length")
+
     async def _text_tokens(self, request: GenerationRequest) -> tuple[str, int]:
         text = ""
         tokens = 0
@@ -405,6 +514,10 @@ class Narrator:
         # whose whole beat (opening and rest, as the guard will release them) is
         # nearest the tone asked for. It reaches clients as one block, not streamed.
         told = [chosen.scores[chosen.chosen].text]
+        if self.tone_by == "sentence":
+            async for delta in self._tone_steps(ctx, follow, earlier, told, stats):
+                yield delta
+            return
         rest = await self._rests(ctx, follow, [*earlier, prefill], told, stats)
         if rest is None:  # every rest failed: one plain stream
             async for delta in self.stream(follow):
@@ -441,7 +554,7 @@ class Narrator:
             stats.tokens += delta.tokens
             if stats.first_token_at is None and delta.tokens:
                 stats.first_token_at = time.monotonic()
-            done, buf = split_complete(buf, final=delta.finished)
+            done, buf = split_complete(buf, final=delta.finished or delta.complete)
             for sentence in done:
                 clean = sentence.strip()
                 lead = space or sentence[:1].isspace()

@@ -33,7 +33,7 @@ from fablecast.inference.story.spec import Character, StorySpec
 from fablecast.inference.story.state import StoryCard
 from fablecast.inference.story.text import one_line
 from fablecast.inference.story.tone import Tone
-from fablecast.inference.story.update import state_schema
+from fablecast.inference.story.update import STATE_EXAMPLE, state_schema
 from fablecast.inference.types import ChatMessage, GenerationRequest
 
 __all__ = [
@@ -264,18 +264,6 @@ def cue_request(
         beat=ctx.beat,
         adapter=ctx.spec.adapter,
     )
-
-
-#: A worked example for the state request: the default model copies its shape
-#: (not its names, which the schema and the checks of ``parse_state`` refuse).
-STATE_EXAMPLE = (
-    "Example scene: Tom climbs the mill tower and finds a torn letter. Ann shouts "
-    "that the miller is coming back.\n"
-    'Example JSON: {"summary": "Tom finds a torn letter in the mill tower", '
-    '"location": "the mill", "present": ["Tom", "Ann"], "carrying": ["the letter"], '
-    '"goal": "Tom must read the letter before the miller returns", '
-    '"threads": ["Who tore the letter", "Why the miller came back"]}'
-)
 
 
 def state_request(ctx: NarrationContext, beat_text: str, request_id: str) -> GenerationRequest:

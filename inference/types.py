@@ -81,13 +81,16 @@ class GenerationDelta:
     """New text since the previous delta of the same request.
 
     ``tokens`` counts the tokens behind ``text``. The last delta has ``finished``
-    set and a ``finish_reason``.
+    set and a ``finish_reason``. ``complete``: the text ends at a sentence end
+    already told apart (the narrator's tone steps hand over whole sentences), so
+    the sentence guard need not wait for what follows.
     """
 
     text: str
     tokens: int = 1
     finished: bool = False
     finish_reason: FinishReason | None = None
+    complete: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -118,8 +118,12 @@ class EngineConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     #: With best-of-n openings and a tone directive, also sample the rest of the
     #: beat ``openings`` times and tell the one nearest the tone (docs/stories.md).
     tone_pass: bool = True
-    #: Rounds of the tone pass at most: another ``openings`` rests are sampled only
-    #: when no rest so far is in the tone asked for (docs/stories.md).
+    #: How the tone pass chooses: ``"sentence"``, each next sentence of the rest of the
+    #: beat among ``openings`` candidates, told as it is chosen; ``"rest"``, the best
+    #: of ``openings`` whole rests, told as one block (docs/stories.md).
+    tone_by: Literal["sentence", "rest"] = "sentence"
+    #: With ``tone_by = "rest"``: rounds of the tone pass at most; another ``openings``
+    #: rests are sampled only when no rest so far is in the tone asked for.
     tone_rounds: Annotated[int, Meta(ge=1, le=4)] = 1
 
 

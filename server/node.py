@@ -232,6 +232,7 @@ class Node:
             self.narrator.openings = self.config.engine.openings
             self.narrator.rests = self.config.engine.tone_pass
             self.narrator.tone_rounds = self.config.engine.tone_rounds
+            self.narrator.tone_by = self.config.engine.tone_by
         try:
             if self.owns_engine or not self.engine.health().ready:
                 await self.engine.start()

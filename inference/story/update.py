@@ -12,10 +12,13 @@ decoding): a one-sentence ``summary`` of the beat, then ``location`` and
    deterministic fold alone (``StoryCard.update``), which never fails.
 2. Sense, field by field. Every text must name an entity of the story (a
    character, place or object) and must not talk about the audience or
-   voting. The ``summary`` must be about this beat (two of its content words
-   in the beat), not the title and not a copy of an earlier summary (a shared
-   4-word run). The ``goal`` and each thread must not be a copy of the beat
-   (a shared 5-word run) nor a bare name, and keep to 3-14 words. A field
+   voting, nor copy the worked example of the request or the story's title (a
+   shared 3-word run). The ``summary`` is cut to its first sentence (one cut
+   off mid-sentence by the length bound is refused) and must be about this
+   beat (two of its content words in the beat), not a copy of an earlier
+   summary (a shared 4-word run). The ``goal`` and each thread must not be a
+   copy of the beat (a shared 5-word run) nor little more than names (two
+   other words at least), and keep to 3-14 words. A field
    that fails is left out (``None`` or dropped) and the card keeps its folded
    value for it. The default model copies much (docs/quality.md): these
    checks are what keep its copies out of the prompt.
@@ -28,12 +31,13 @@ restore, rewind and fork rebuild the same card (docs/stories.md, story state).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 from fablecast.inference.story.state import MAX_THREADS, StoryCard, mentions
-from fablecast.inference.story.text import is_meta, ngrams, one_line, words
+from fablecast.inference.story.text import is_meta, ngrams, one_line, split_complete, words
 
 #: Longest summary, goal and thread the engine may write (characters). xgrammar
 #: (vLLM's guided decoding) cannot compile a repetition bound above 128.
@@ -102,6 +106,20 @@ def state_schema(card: StoryCard) -> dict[str, Any]:
     }
 
 
+#: A worked example for the state request (``prompts.state_request``): the default
+#: model copies its shape, and sometimes its words, which ``parse_state`` refuses
+#: (a 3-word run of the example's answer in any field).
+STATE_EXAMPLE: Final = (
+    "Example scene: Tom climbs the mill tower and finds a torn letter. Ann shouts "
+    "that the miller is coming back.\n"
+    'Example JSON: {"summary": "Tom finds a torn letter in the mill tower", '
+    '"location": "the mill", "present": ["Tom", "Ann"], "carrying": ["the letter"], '
+    '"goal": "Tom must read the letter before the miller returns", '
+    '"threads": ["Who tore the letter", "Why the miller came back"]}'
+)
+_EXAMPLE_ANSWER: Final = STATE_EXAMPLE.split("Example JSON:", 1)[1]
+
+
 def _grounded(text: str, card: StoryCard) -> bool:
     names = [w for c in card.spec.characters for w in c.name.split() if len(w) > 2]
     return not is_meta(text) and any(mentions(text, e) for e in (*card.entities(), *names))
@@ -115,9 +133,29 @@ def _copies(text: str, source: str, n: int) -> bool:
     return bool(ngrams(text, n) & ngrams(source, n))
 
 
+def _borrowed(value: str, card: StoryCard) -> bool:
+    """Whether ``value`` copies the worked example or the story's title (a 3-word run)."""
+    return _copies(value, _EXAMPLE_ANSWER, 3) or _copies(value, card.spec.title, 3)
+
+
+def _bare(value: str, card: StoryCard) -> bool:
+    """Whether ``value`` is little more than names: under two words besides its entities."""
+    rest = value
+    for e in sorted(
+        (*card.entities(), *(c.name for c in card.spec.characters)), key=len, reverse=True
+    ):
+        rest = re.sub(re.escape(e), " ", rest, flags=re.IGNORECASE)
+    return len([w for w in words(rest) if w not in ("the", "a", "an", "and", "of")]) < 2
+
+
 def _summary(value: str, card: StoryCard, beat_text: str) -> str | None:
     value = one_line(value, MAX_SUMMARY).strip()
-    if len(value) < 10 or not _grounded(value, card):
+    done, _ = split_complete(value)
+    if done:
+        value = done[0].strip()  # one sentence
+    elif len(value) >= MAX_SUMMARY - 2:
+        return None  # cut off by the length bound, mid-sentence
+    if len(value) < 10 or not _grounded(value, card) or _borrowed(value, card):
         return None
     if card.spec.title.lower() in value.lower():
         return None
@@ -133,12 +171,11 @@ def _aim(value: str, limit: int, card: StoryCard, beat_text: str) -> str | None:
     """A goal or a thread: grounded, 3-14 words, not a copy of the beat, not a bare name."""
     value = one_line(value, limit).strip()
     n = len(value.split())
-    if not 3 <= n <= 14 or not _grounded(value, card):
+    if not 3 <= n <= 14 or not _grounded(value, card) or _borrowed(value, card):
         return None
     if beat_text and _copies(value, beat_text, 5):
         return None
-    bare = value.lower().removeprefix("the ")
-    if any(bare == e.lower().removeprefix("the ") for e in card.entities()):
+    if _bare(value, card):
         return None
     return value
 

@@ -263,7 +263,7 @@ async def test_the_tone_pass_tells_the_best_toned_rest_as_one_block() -> None:
     from fablecast.inference.story.tone import TONES
 
     eng = Rests(OPENINGS, REST)
-    n = Narrator(eng, stall_timeout_s=1, embedder=LexicalEmbedder(), openings=3)
+    n = Narrator(eng, stall_timeout_s=1, embedder=LexicalEmbedder(), openings=3, tone_by="rest")
     c = voted()
     c.tone = TONES["funny"]
     stats = NarrationStats()
@@ -298,7 +298,12 @@ async def test_a_second_tone_round_when_no_rest_is_in_tone() -> None:
     for tone_rounds, told in ((2, "He laughs at the silly joke."), (1, None)):
         eng = Rounds(OPENINGS[:2], REST)
         n = Narrator(
-            eng, stall_timeout_s=1, embedder=LexicalEmbedder(), openings=2, tone_rounds=tone_rounds
+            eng,
+            stall_timeout_s=1,
+            embedder=LexicalEmbedder(),
+            openings=2,
+            tone_rounds=tone_rounds,
+            tone_by="rest",
         )
         c = voted()
         c.tone = TONES["funny"]
@@ -310,3 +315,94 @@ async def test_a_second_tone_round_when_no_rest_is_in_tone() -> None:
             assert told in text and stats.rest == 3
         else:
             assert "laughs" not in text
+
+
+class Steps(Openers):
+    """Streams ``steps[s][k]`` for tone-step requests ``...:step{s}.{k}:...``."""
+
+    def __init__(self, steps: list[list[str]]) -> None:
+        super().__init__(OPENINGS, REST)
+        self.steps = steps
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
+        kind = request.request_id.split(":")[2]
+        if kind.startswith("step"):
+            s, k = kind[4:].split(".")
+            self.rest = self.steps[int(s)][int(k)]
+        async for d in super().generate(request):
+            yield d
+
+
+async def test_tone_steps_tell_the_best_toned_next_sentence_one_at_a_time() -> None:
+    from fablecast.inference.story.tone import TONES
+
+    eng = Steps(
+        [
+            [" The cold wind blows. More", " He laughs at the silly joke. More", " A door. More"],
+            [" Grief fills me. More", " Everyone giggles at it.", " I weep alone. More"],
+        ]
+    )
+    n = Narrator(eng, stall_timeout_s=1, embedder=LexicalEmbedder(), openings=3)
+    c = voted()
+    c.tone = TONES["funny"]
+    stats = NarrationStats()
+    text = ""
+    async for d in n.narrate(c, [], stats):
+        text += d.text
+        if "laughs" in d.text:
+            # Told as soon as it is chosen: the next step has not started yet.
+            assert not any(":step1." in r.request_id for r in eng.requests)
+    assert text.endswith("rain. He laughs at the silly joke. Everyone giggles at it.")
+    # The second step continues from the first's choice; the engine ended the beat
+    # after the chosen sentence of step 1, so there is no step 2.
+    step1 = [r for r in eng.requests if ":step1." in r.request_id]
+    assert len(step1) == 3
+    assert step1[0].messages[-1].content.endswith("in the rain. He laughs at the silly joke. ")
+    assert not any(":step2." in r.request_id for r in eng.requests)
+    assert len(stats.rests) == 2 and stats.rest is None and all(m > 0 for m in stats.rests)
+    assert ends_sentence(text)
+
+
+async def test_tone_steps_skip_meta_and_loops_and_stop_when_nothing_is_clean() -> None:
+    from fablecast.inference.story.tone import TONES
+
+    earlier = "The fog rolls over the black water of the harbour tonight again."
+    eng = Steps(
+        [
+            [
+                " The audience laughs at the silly joke. More",
+                " The fog rolls over the black water of the harbour tonight again. More",
+                " A gull squawks. More",
+            ],
+            [" Voters giggle. More", " Viewers laugh. More", " The audience grins. More"],
+        ]
+    )
+    n = Narrator(eng, stall_timeout_s=1, embedder=LexicalEmbedder(), openings=3)
+    c = voted()
+    c.tone = TONES["funny"]
+    stats = NarrationStats()
+    text = "".join([d.text async for d in n.narrate(c, [earlier], stats)])
+    assert text.endswith("in the rain. A gull squawks.")
+    assert "audience" not in text.lower() and len(stats.rests) == 1
+
+
+async def test_tone_steps_fall_back_to_one_stream_when_the_first_step_fails() -> None:
+    from fablecast.inference.story.tone import TONES
+
+    class Down(Steps):
+        async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
+            if ":step" in request.request_id:
+                raise EngineError("down")
+            async for d in super().generate(request):
+                yield d
+
+    n = Narrator(Down([]), stall_timeout_s=1, embedder=LexicalEmbedder(), openings=2)
+    c = voted()
+    c.tone = TONES["funny"]
+    text = "".join([d.text async for d in n.narrate(c, [], NarrationStats())])
+    assert text.endswith(REST)
+
+
+def test_tone_by_is_checked() -> None:
+    with pytest.raises(ValueError, match="tone_by"):
+        Narrator(Canned("x"), tone_by="word")

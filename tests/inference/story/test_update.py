@@ -78,11 +78,16 @@ def test_a_story_without_places_or_cast_leaves_them_to_the_fold() -> None:
     card = StoryCard(spec)
     props = state_schema(card)["properties"]
     assert "location" not in props and "present" not in props
-    data = {"summary": "The ledger burns", "carrying": [], "goal": "Save the ledger", "threads": []}
+    data = {
+        "summary": "The ledger burns",
+        "carrying": [],
+        "goal": "Save the ledger from the fire",
+        "threads": [],
+    }
     up = parse_state(json.dumps(data), card)
     assert up.location is None and up.present == () and up.summary == "The ledger burns"
     card.apply(up)
-    assert card.location == "" and card.goal == "Save the ledger"
+    assert card.location == "" and card.goal == "Save the ledger from the fire"
 
 
 def test_a_good_answer_is_kept_whole() -> None:
@@ -130,10 +135,15 @@ def test_ungrounded_or_meta_fields_are_left_out_not_the_whole_update() -> None:
 
 def test_long_fields_are_cut_to_their_limits() -> None:
     up = parse_state(
-        answer(summary="Sam runs " + "far " * 80, threads=["Nico " + "x " * 80]), noir()
+        answer(
+            summary="Sam runs to the docks. " + "Rain falls. " * 20, threads=["Nico " + "x " * 80]
+        ),
+        noir(),
     )
-    assert up.summary is not None and len(up.summary) <= MAX_SUMMARY
+    assert up.summary == "Sam runs to the docks."
     assert all(len(t) <= MAX_THREAD for t in up.threads)
+    # One run-on sentence over the bound would reach the prompt cut off: it is refused.
+    assert parse_state(answer(summary="Sam runs " + "far " * 80), noir()).summary is None
 
 
 def test_apply_lays_the_engines_update_over_the_fold() -> None:
@@ -248,3 +258,34 @@ def test_goals_and_threads_must_not_copy_the_beat_or_be_a_bare_name() -> None:
     assert up.threads == ("Why Nico is watching the docks",)
     good = parse_state(answer(goal="Keep the ledger away from Nico"), card, BEAT)
     assert good.goal == "Keep the ledger away from Nico"
+
+
+def test_copies_of_the_example_or_the_title_and_lists_of_names_are_left_out() -> None:
+    card = noir()
+    card.update(BEAT, "I go to the docks")
+    up = parse_state(
+        answer(
+            summary="Tom finds a torn letter in the mill tower at the docks with Lena",
+            goal="Sam must read the letter before the miller returns",
+            threads=[
+                "Lena Voss, Nico Moretti",
+                "Rain on Saint Agnes at the docks",
+                "Who Nico pays",
+            ],
+        ),
+        card,
+        BEAT,
+    )
+    assert up.summary is None and up.goal is None
+    assert up.threads == ("Who Nico pays",)
+
+
+def test_a_summary_is_one_whole_sentence() -> None:
+    card = noir()
+    card.update(BEAT, "I go to the docks")
+    two = parse_state(
+        answer(summary="Lena hands me the ledger at the docks. Nico watches."), card, BEAT
+    )
+    assert two.summary == "Lena hands me the ledger at the docks."
+    cut = "Lena hands me the ledger at the docks while " + "the rain falls " * 10
+    assert parse_state(answer(summary=cut[:MAX_SUMMARY]), card, BEAT).summary is None

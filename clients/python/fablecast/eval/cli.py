@@ -73,11 +73,19 @@ def register(sub: SubParsers) -> None:
         help="with best-of-n openings, stream the rest of the beat instead of best-of-n by tone",
     )
     p.add_argument(
+        "--tone-by",
+        choices=("sentence", "rest"),
+        default="sentence",
+        help="the tone pass picks each next sentence among N candidates (sentence, the "
+        "default) or the best of N whole rests of the beat (rest)",
+    )
+    p.add_argument(
         "--tone-rounds",
         type=int,
         default=1,
         metavar="N",
-        help="rounds of the tone pass at most; another only when no rest is in tone (default 1)",
+        help="with --tone-by rest: rounds of the tone pass at most; another only when no rest "
+        "is in tone (default 1)",
     )
     p.add_argument("--transcripts", type=Path, help="write each story as Markdown into this folder")
     p.set_defaults(func=_eval)
@@ -115,6 +123,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         reveal_s=args.reveal,
         rests=args.tone_pass,
         tone_rounds=args.tone_rounds,
+        tone_by=args.tone_by,
         **extra,
     )
     if args.transcripts:

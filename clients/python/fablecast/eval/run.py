@@ -190,13 +190,15 @@ async def evaluate(
     reveal_s: float = 0.0,
     rests: bool = True,
     tone_rounds: int = 1,
+    tone_by: str = "sentence",
     rooms: int = 1,
     samples: list[dict[str, Any]] | None = None,
 ) -> tuple[list[StoryRun], dict[str, Any]]:
     """Play every preset concurrently on ``engine``; return the runs and the report.
 
     ``openings`` > 1: beats after a vote continue the best of that many
-    candidate openings (``Narrator``), ``rests``: with the tone pass;
+    candidate openings (``Narrator``), ``rests``: with the tone pass, by
+    ``tone_by`` (``"sentence"`` or ``"rest"``);
     ``reveal_s``, ``samples``: see ``play``; ``rooms``: rooms per preset
     (``preset-2``, ... after the first).
     """
@@ -209,6 +211,7 @@ async def evaluate(
         tone_weight=tone_weight,
         rests=rests,
         tone_rounds=tone_rounds,
+        tone_by=tone_by,
     )
     t0 = time.monotonic()
     runs = await asyncio.gather(
@@ -236,6 +239,7 @@ async def evaluate(
         "openings": openings,
         "tone_pass": rests and openings > 1,
         "tone_rounds": tone_rounds,
+        "tone_by": tone_by,
         "reveal_s": reveal_s,
     }
     per: dict[str, Any] = {}
@@ -303,6 +307,9 @@ def transcript(run: StoryRun) -> str:
                 for i, t in enumerate(rec.rests)
             )
             lines += [f"Rests (tone margin of each candidate, told in bold): {rests}", ""]
+        elif rec.rests:
+            steps = ", ".join(f"{t:+.2f}" for t in rec.rests)
+            lines += [f"Tone steps (the beat's tone margin after each sentence told): {steps}", ""]
         opts = " | ".join(
             f"{'**' if i == winner else ''}{o}{'**' if i == winner else ''}"
             for i, o in enumerate(options)
