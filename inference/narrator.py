@@ -79,6 +79,12 @@ async def _successes(aws: Iterable[Awaitable[_T]]) -> list[_T]:
     return [a for a in answers if not isinstance(a, BaseException)]
 
 
+def _prose(sentence: str) -> bool:
+    """Whether a candidate sentence of a tone step is prose: three words or more, no
+    digits (the default model drifts into lists of figures: "20 high. 6 inches thick.")."""
+    return len(sentence.split()) >= 3 and not any(c.isdigit() for c in sentence)
+
+
 @dataclass(frozen=True, slots=True)
 class BallotResult:
     """A ballot's options; ``fallback`` of them came from the story card, not the engine."""
@@ -407,7 +413,8 @@ class Narrator:
         """The rest of the beat in tone steps, each sentence a finished choice.
 
         Each step samples ``openings`` candidates for the next sentence from the
-        beat so far; the clean ones (no meta-talk, no repeated run) are scored by
+        beat so far; the clean ones (prose of three words or more without
+        digits, no meta-talk, no repeated run) are scored by
         the tone margin of the whole beat with them (``tone_margins``) and the
         best is told at once. The beat ends when its token budget is spent, when
         the chosen sentence was the engine's last, or when no candidate is clean.
@@ -441,7 +448,7 @@ class Narrator:
             clean = [
                 (text, tokens, ended)
                 for text, tokens, ended in fresh
-                if text.strip()
+                if _prose(text)
                 and not is_meta(text)
                 and not shares_run(text.strip(), [*earlier, prefill])
             ]

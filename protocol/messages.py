@@ -337,7 +337,9 @@ class Why(RoomFrame, tag="why", kw_only=True):
     room's mood when the beat was requested; ``tone`` and ``directive`` the tone
     directive applied; ``state`` and ``lore`` what the prompt was given;
     ``openings`` the scored candidate openings and ``opening`` the one continued;
-    ``rests`` the tone margins of the candidate rests and ``rest`` the one told.
+    ``rests`` the tone margins of the candidate rests and ``rest`` the one told
+    (with tone steps: the beat's tone margin after each sentence told, and
+    ``rest`` null).
     """
 
     beat: int
@@ -355,7 +357,8 @@ class Why(RoomFrame, tag="why", kw_only=True):
     #: The candidate openings scored (empty: one opening was sampled) and the one continued.
     openings: list[Opening] = []
     opening: int | None = None
-    #: Tone margins of the candidate rests of the beat (the tone pass) and the one told.
+    #: Tone margins of the candidate rests of the beat (the tone pass) and the one told;
+    #: with tone steps, the beat's margin after each sentence told (``rest`` null).
     rests: list[float] = []
     rest: int | None = None
 

@@ -433,7 +433,9 @@ export interface Welcome {
  * room's mood when the beat was requested; `tone` and `directive` the tone
  * directive applied; `state` and `lore` what the prompt was given;
  * `openings` the scored candidate openings and `opening` the one continued;
- * `rests` the tone margins of the candidate rests and `rest` the one told.
+ * `rests` the tone margins of the candidate rests and `rest` the one told
+ * (with tone steps: the beat's tone margin after each sentence told, and
+ * `rest` null).
  */
 export interface Why {
   type: "why";

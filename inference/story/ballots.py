@@ -65,6 +65,37 @@ _NOT_ACTIONS = frozenset(
 )
 
 
+#: First words that are no verb at all ("Aria and the starship", "Aria to the
+#: starship", "Aria herself finds Vex"): conjunctions, pronouns, adverbs of
+#: sequence and the prepositions of ``_PREPS``.
+_NOT_VERBS = frozenset(
+    re.findall(
+        r"[a-z]+",
+        "and or but nor so then also just still now not never only even the a an "
+        "he she it they we you i me him her us them myself herself himself itself "
+        "themselves ourselves yourself",
+    )
+) | frozenset(_PREPS.split("|"))
+#: Verbs that take another verb after "to": with an entity there instead the
+#: option says nothing ("Aria decides to Rook", "I prepare to the docks").
+_CATENATIVE = frozenset(
+    re.findall(
+        r"[a-z]+",
+        "decide decides decided prepare prepares prepared try tries tried want wants wanted "
+        "begin begins began start starts started plan plans planned hope hopes hoped "
+        "set sets seem seems seemed learn learns learned agree agrees agreed refuse refuses "
+        "refused attempt attempts attempted choose chooses chose manage manages managed "
+        "continue continues continued need needs needed forget forgets forgot promise "
+        "promises promised offer offers offered dare dares dared",
+    )
+)
+#: Object pronouns: one right after the verb and before a preposition leaves the
+#: action's object unclear ("Aria rolls her to the bridge").
+_OBJECT_PRONOUNS = frozenset(
+    re.findall(r"[a-z]+", "her him them it me us herself himself themselves itself myself")
+)
+
+
 def _escape(text: str) -> str:
     """Escape regex metacharacters (not spaces: guided-decoding grammars take them as is)."""
     return re.sub(r"([.^$*+?{}\[\]\\|()])", r"\\\1", text)
@@ -105,9 +136,13 @@ def clean_option(
         return None
     if re.search(r"\d|\b(\w+) \1\b", text):
         return None  # digits (list numbering) or a stutter ("the the")
-    words = continuation.split()
-    if words and words[0].lower() in _NOT_ACTIONS:
-        return None  # an auxiliary where the action should be
+    words = [w.lower() for w in continuation.split()]
+    if words and (words[0] in _NOT_ACTIONS or words[0] in _NOT_VERBS):
+        return None  # an auxiliary or no verb at all where the action should be
+    if words and words[0] in _CATENATIVE and "to" in words[1:3]:
+        return None  # "decides to Rook": the verb after "to" is missing
+    if len(words) > 2 and words[1] in _OBJECT_PRONOUNS and words[2] in _PREPS.split("|"):
+        return None  # "rolls her to the bridge": whose?
     tokens = text.split()
     for i in range(1, len(tokens) - 1):
         if tokens[i].lower() in _DETERMINERS and tokens[i + 1].lower() in _DETERMINERS:

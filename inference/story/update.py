@@ -15,10 +15,11 @@ decoding): a one-sentence ``summary`` of the beat, then ``location`` and
    voting, nor copy the worked example of the request or the story's title (a
    shared 3-word run). The ``summary`` is cut to its first sentence (one cut
    off mid-sentence by the length bound is refused) and must be about this
-   beat (two of its content words in the beat), not a copy of an earlier
-   summary (a shared 4-word run). The ``goal`` and each thread must not be a
-   copy of the beat (a shared 5-word run) nor little more than names (two
-   other words at least), and keep to 3-14 words. A field
+   beat (two of its content words in the beat) but no copy of its text (a
+   shared 6-word run), and no copy of an earlier summary (a shared 4-word
+   run). The ``goal`` and each thread must not be a copy of the beat (a
+   shared 5-word run) nor little more than names (two other words at
+   least), and keep to 3-14 words. A field
    that fails is left out (``None`` or dropped) and the card keeps its folded
    value for it. The default model copies much (docs/quality.md): these
    checks are what keep its copies out of the prompt.
@@ -161,6 +162,8 @@ def _summary(value: str, card: StoryCard, beat_text: str) -> str | None:
         return None
     if beat_text and len(_content(value) & _content(beat_text)) < 2:
         return None  # not about this beat
+    if beat_text and _copies(value, beat_text, 6):
+        return None  # a sentence of the beat copied, not a summary
     earlier = [old for b, old in card.recaps if b != card.beats]
     if any(_copies(value, old, 4) or value.lower() == old.lower() for old in earlier):
         return None  # an earlier beat's summary again

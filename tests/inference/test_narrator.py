@@ -374,7 +374,7 @@ async def test_tone_steps_skip_meta_and_loops_and_stop_when_nothing_is_clean() -
                 " The fog rolls over the black water of the harbour tonight again. More",
                 " A gull squawks. More",
             ],
-            [" Voters giggle. More", " Viewers laugh. More", " The audience grins. More"],
+            [" Voters giggle. More", " 20 feet high. More", " Ha ha. More"],
         ]
     )
     n = Narrator(eng, stall_timeout_s=1, embedder=LexicalEmbedder(), openings=3)

@@ -169,3 +169,27 @@ def test_a_story_without_places_or_things_still_gets_full_ballots() -> None:
     for n in (2, 3, 4, 5):
         opts = fallback_options(card, n)
         assert len(opts) == n and len(set(opts)) == n
+
+
+def test_options_without_a_verb_or_with_a_missing_one_are_junk() -> None:
+    ents = ["the bridge", "Rook", "the starship", "the blaster", "Admiral Vex"]
+    for junk in (
+        " and the starship.",
+        " to the starship.",
+        " herself finds Admiral Vex.",
+        " decides to Rook.",
+        " prepares to Rook.",
+        " sets to the bridge.",
+        " rolls her to the bridge.",
+        " pushed her near the blaster.",
+    ):
+        assert clean_option("Aria", junk, ents) is None, junk
+    for good in (
+        " runs to the bridge.",
+        " follows Rook.",
+        " hides the starship.",
+        " gives Rook the blaster.",
+        " talks to Admiral Vex.",
+        " sneaks into the starship.",
+    ):
+        assert clean_option("Aria", good, ents) == "Aria" + good.rstrip("."), good

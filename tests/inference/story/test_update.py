@@ -236,6 +236,8 @@ def test_a_summary_must_be_about_this_beat_and_new() -> None:
     assert other.summary is None  # names the story, but not this beat
     title = parse_state(answer(summary="Rain on Saint Agnes Street, the docks"), card, BEAT)
     assert title.summary is None
+    copied = parse_state(answer(summary="Lena Voss hands me the ledger and says so"), card, BEAT)
+    assert copied.summary is None  # a sentence of the beat, not a summary of it
     card.apply(ok)
     card.update("I run to the docks with the ledger, Lena behind me.", "I run")
     again = "I run to the docks" + BEAT
