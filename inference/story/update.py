@@ -3,7 +3,9 @@
 ``state_schema`` is the JSON schema the engine writes under (vLLM guided
 decoding): a one-sentence ``summary`` of the beat, then ``location`` and
 ``present`` (the story's own places and characters, as enums), ``carrying``
-(the story's objects, as an enum), ``goal`` and up to three open ``threads``.
+(the story's objects, as an enum), a ``goal`` shaped "<someone of the story>
+must <do something>" and up to three open ``threads``, each a question ("Who
+tore the letter"); a goal or thread of another shape is left out.
 
 ``parse_state`` validates the answer in two layers:
 
@@ -33,7 +35,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -72,8 +74,32 @@ class StateUpdate:
         }
 
 
+#: How an open thread starts: it is a question (the prompt shows them as "Open questions").
+THREAD_WORDS: Final = ("Who", "What", "Why", "Where", "How", "Whether", "Will", "Can")
+
+
 def _string(lo: int, hi: int) -> dict[str, Any]:
     return {"type": "string", "pattern": f"^{_TEXT}{{{lo},{hi}}}$"}
+
+
+def _alts(words: Sequence[str]) -> str:
+    """A regex alternation of literal words (no escaped spaces: xgrammar takes them as is)."""
+    return "|".join(re.sub(r"([.^$*+?{}\[\]\\|()])", r"\\\1", w) for w in words)
+
+
+def goal_pattern(card: StoryCard) -> str:
+    """A goal is a sentence about what someone of the story must do:
+    ``"Aria must find the beacon before Vex does"`` (guided decoding writes it so)."""
+    spec = card.spec
+    who = dict.fromkeys(
+        [spec.subject, *(c.short for c in spec.characters), *(c.name for c in spec.characters)]
+    )
+    return f"^({_alts(list(who))}) must [a-z][A-Za-z ,'-]{{6,{MAX_GOAL - 30}}}$"
+
+
+def thread_pattern() -> str:
+    """An open thread is a question: ``"Who tore the letter"``."""
+    return f"^({_alts(THREAD_WORDS)}) [A-Za-z][A-Za-z ,'-]{{6,{MAX_THREAD - 10}}}$"
 
 
 def state_schema(card: StoryCard) -> dict[str, Any]:
@@ -97,8 +123,12 @@ def state_schema(card: StoryCard) -> dict[str, Any]:
         }
     if w.objects:
         props["carrying"] = {"type": "array", "items": {"enum": list(w.objects)}, "maxItems": 4}
-    props["goal"] = _string(8, MAX_GOAL)
-    props["threads"] = {"type": "array", "items": _string(8, MAX_THREAD), "maxItems": MAX_THREADS}
+    props["goal"] = {"type": "string", "pattern": goal_pattern(card)}
+    props["threads"] = {
+        "type": "array",
+        "items": {"type": "string", "pattern": thread_pattern()},
+        "maxItems": MAX_THREADS,
+    }
     return {
         "type": "object",
         "properties": props,
@@ -223,9 +253,13 @@ def parse_state(text: str, card: StoryCard, beat_text: str = "") -> StateUpdate:
 
     summary = _summary(data["summary"], card, beat_text)
     goal = _aim(data["goal"], MAX_GOAL, card, beat_text)
+    if goal and not re.fullmatch(goal_pattern(card)[1:-1], goal):
+        goal = None  # not "<someone> must <do something>"
     kept: list[str] = []
     for t in threads[:MAX_THREADS]:
         t2 = _aim(t, MAX_THREAD, card, beat_text)
+        if t2 and not re.fullmatch(thread_pattern()[1:-1], t2.rstrip("?")):
+            t2 = None  # not a question
         if t2 and all(t2.lower() != k.lower() for k in (*kept, goal or "", summary or "")):
             kept.append(t2)
     return StateUpdate(

@@ -278,6 +278,35 @@ async def test_narration_through_scheduler_and_narrator(vllm_engine: object) -> 
     assert 2 <= len(choices) <= 3
 
 
+async def test_a_voted_beat_is_told_in_tone_steps(vllm_engine: object) -> None:
+    from fablecast.inference.narrator import NarrationStats
+    from fablecast.inference.story.tone import TONES
+
+    narrator = Narrator(
+        vllm_engine,  # type: ignore[arg-type]
+        stall_timeout_s=scaled(60),
+        embedder=LexicalEmbedder(),
+        openings=3,
+    )
+    spec = load_spec("noir")
+    ctx = NarrationContext(
+        "steps",
+        2,
+        spec,
+        StoryCard(spec),
+        choice="I follow Lena to the docks",
+        losers=("I hide the ledger",),
+        max_tokens=90,
+        seed=3,
+    )
+    ctx.tone = TONES["funny"]
+    stats = NarrationStats()
+    text = "".join([d.text async for d in narrator.narrate(ctx, [], stats)])
+    assert text.startswith("I follow Lena to the docks") and ends_sentence(text)
+    assert stats.opening is not None and stats.rests and stats.rest is None
+    assert not is_meta(text)
+
+
 async def test_engine_error_when_not_started() -> None:
     from fablecast.inference.backends.vllm import VLLMEngine
 

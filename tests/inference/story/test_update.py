@@ -81,13 +81,13 @@ def test_a_story_without_places_or_cast_leaves_them_to_the_fold() -> None:
     data = {
         "summary": "The ledger burns",
         "carrying": [],
-        "goal": "Save the ledger from the fire",
+        "goal": "I must save the ledger from the fire",
         "threads": [],
     }
     up = parse_state(json.dumps(data), card)
     assert up.location is None and up.present == () and up.summary == "The ledger burns"
     card.apply(up)
-    assert card.location == "" and card.goal == "Save the ledger from the fire"
+    assert card.location == "" and card.goal == "I must save the ledger from the fire"
 
 
 def test_a_good_answer_is_kept_whole() -> None:
@@ -258,8 +258,8 @@ def test_goals_and_threads_must_not_copy_the_beat_or_be_a_bare_name() -> None:
     )
     assert up.goal is None
     assert up.threads == ("Why Nico is watching the docks",)
-    good = parse_state(answer(goal="Keep the ledger away from Nico"), card, BEAT)
-    assert good.goal == "Keep the ledger away from Nico"
+    good = parse_state(answer(goal="I must keep the ledger away from Nico"), card, BEAT)
+    assert good.goal == "I must keep the ledger away from Nico"
 
 
 def test_copies_of_the_example_or_the_title_and_lists_of_names_are_left_out() -> None:
@@ -291,3 +291,22 @@ def test_a_summary_is_one_whole_sentence() -> None:
     assert two.summary == "Lena hands me the ledger at the docks."
     cut = "Lena hands me the ledger at the docks while " + "the rain falls " * 10
     assert parse_state(answer(summary=cut[:MAX_SUMMARY]), card, BEAT).summary is None
+
+
+def test_goals_and_threads_have_a_shape_the_schema_asks_for() -> None:
+    card = noir()
+    props = state_schema(card)["properties"]
+    goal = props["goal"]["pattern"]
+    assert goal.startswith("^(I|Sam|Lena|") and " must " in goal
+    assert props["threads"]["items"]["pattern"].startswith("^(Who|What|Why|")
+    up = parse_state(
+        answer(
+            goal="Keep the ledger away from Nico",
+            threads=["Lena leaves the docks at night", "Why Lena lies about the ledger"],
+        ),
+        card,
+    )
+    assert up.goal is None  # no "<someone> must ..."
+    assert up.threads == ("Why Lena lies about the ledger",)  # a statement is no thread
+    named = parse_state(answer(goal="Lena Voss must leave the docks before dawn"), card)
+    assert named.goal == "Lena Voss must leave the docks before dawn"
