@@ -78,6 +78,12 @@ class StateUpdate:
 THREAD_WORDS: Final = ("Who", "What", "Why", "Where", "How", "Whether", "Will", "Can")
 
 
+#: Longest text after "must " in a goal, and after the question word in a thread:
+#: an answer that long was cut off by the bound, mid-word ("Aria must lend the sma").
+_GOAL_TAIL: Final = 60
+_THREAD_TAIL: Final = 70
+
+
 def _string(lo: int, hi: int) -> dict[str, Any]:
     return {"type": "string", "pattern": f"^{_TEXT}{{{lo},{hi}}}$"}
 
@@ -94,12 +100,12 @@ def goal_pattern(card: StoryCard) -> str:
     who = dict.fromkeys(
         [spec.subject, *(c.short for c in spec.characters), *(c.name for c in spec.characters)]
     )
-    return f"^({_alts(list(who))}) must [a-z][A-Za-z ,'-]{{6,{MAX_GOAL - 30}}}$"
+    return f"^({_alts(list(who))}) must [a-z][A-Za-z ,'-]{{6,{_GOAL_TAIL - 1}}}$"
 
 
 def thread_pattern() -> str:
     """An open thread is a question: ``"Who tore the letter"``."""
-    return f"^({_alts(THREAD_WORDS)}) [A-Za-z][A-Za-z ,'-]{{6,{MAX_THREAD - 10}}}$"
+    return f"^({_alts(THREAD_WORDS)}) [A-Za-z][A-Za-z ,'-]{{6,{_THREAD_TAIL - 1}}}$"
 
 
 def state_schema(card: StoryCard) -> dict[str, Any]:
@@ -255,11 +261,15 @@ def parse_state(text: str, card: StoryCard, beat_text: str = "") -> StateUpdate:
     goal = _aim(data["goal"], MAX_GOAL, card, beat_text)
     if goal and not re.fullmatch(goal_pattern(card)[1:-1], goal):
         goal = None  # not "<someone> must <do something>"
+    elif goal and len(goal.split(" must ", 1)[1]) >= _GOAL_TAIL:
+        goal = None  # cut off by the length bound
     kept: list[str] = []
     for t in threads[:MAX_THREADS]:
         t2 = _aim(t, MAX_THREAD, card, beat_text)
         if t2 and not re.fullmatch(thread_pattern()[1:-1], t2.rstrip("?")):
             t2 = None  # not a question
+        elif t2 and len(t2.rstrip("?").split(" ", 1)[1]) >= _THREAD_TAIL:
+            t2 = None  # cut off by the length bound
         if t2 and all(t2.lower() != k.lower() for k in (*kept, goal or "", summary or "")):
             kept.append(t2)
     return StateUpdate(

@@ -204,7 +204,7 @@ async def test_the_engine_writes_a_valid_story_state(vllm_engine: object) -> Non
     assert card.written == 1 and card.location == up.location
 
 
-def test_tone_words_are_favoured_and_opposed_ones_shunned(vllm_engine: object) -> None:
+async def test_tone_words_are_favoured_and_opposed_ones_shunned(vllm_engine: object) -> None:
     bias = vllm_engine._bias(("laugh",), ("tears", "laugh"))  # type: ignore[attr-defined]
     tok = vllm_engine.llm.tokenizer  # type: ignore[attr-defined]
     (laugh,) = tok.encode(" laugh", add_special_tokens=False)

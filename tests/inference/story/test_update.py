@@ -310,3 +310,14 @@ def test_goals_and_threads_have_a_shape_the_schema_asks_for() -> None:
     assert up.threads == ("Why Lena lies about the ledger",)  # a statement is no thread
     named = parse_state(answer(goal="Lena Voss must leave the docks before dawn"), card)
     assert named.goal == "Lena Voss must leave the docks before dawn"
+
+
+def test_goals_and_threads_cut_off_by_the_bound_are_left_out() -> None:
+    card = noir()
+    schema = state_schema(card)["properties"]
+    hi = int(re.search(r"\{6,(\d+)\}", schema["goal"]["pattern"]).group(1))  # type: ignore[union-attr]
+    cut = "I must " + ("find the ledger " * 10)[: hi + 1]
+    thi = int(re.search(r"\{6,(\d+)\}", schema["threads"]["items"]["pattern"]).group(1))  # type: ignore[union-attr]
+    tcut = "Why " + ("Lena lies to Nico " * 10)[: thi + 1]
+    up = parse_state(answer(goal=cut, threads=[tcut, "Who pays Nico"]), card)
+    assert up.goal is None and up.threads == ("Who pays Nico",)
