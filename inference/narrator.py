@@ -633,7 +633,8 @@ class Narrator:
             clean_option(spec.subject, a, entities, known) if isinstance(a, str) else None
             for a in answers
         ]
-        fallbacks = fallback_options(card, ctx.n_choices, seed=ctx.beat)
+        # Spare templates, so that recent winners are not needed to fill the ballot.
+        fallbacks = fallback_options(card, 3 * ctx.n_choices, seed=ctx.beat)
         options, used = await asyncio.to_thread(
             functools.partial(
                 select,

@@ -12,6 +12,7 @@ any gap with ``fallback_options`` (grounded by construction).
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable, Sequence
 
@@ -92,7 +93,32 @@ _CATENATIVE = frozenset(
 #: Object pronouns: one right after the verb and before a preposition leaves the
 #: action's object unclear ("Aria rolls her to the bridge").
 _OBJECT_PRONOUNS = frozenset(
-    re.findall(r"[a-z]+", "her him them it me us herself himself themselves itself myself")
+    re.findall(
+        r"[a-z]+",
+        "her him them it me us you one someone something herself himself themselves "
+        "itself myself yourself",
+    )
+)
+#: Prepositions beyond ``_PREPS`` (two in a row make no sense: "beside across").
+_MORE_PREPS = frozenset(
+    re.findall(
+        r"[a-z]+",
+        "beside besides between beyond along among against onto upon via within without "
+        "below above beneath",
+    )
+)
+#: Irregular past forms: with a third-person subject the first word must look
+#: like a verb (``-s``, ``-ed`` or one of these); "Mira van Tomas" does not.
+_IRREGULAR_PAST = frozenset(
+    re.findall(
+        r"[a-z]+",
+        "found took went ran saw met left led fled hid held kept brought bought caught "
+        "fought thought sought taught told sold sent spent stood sat came became gave got "
+        "made paid said struck stole swam threw wrote rode rose spoke broke chose drove "
+        "flew froze grew knew drew wore tore woke shook fell felt heard lost lit read cut "
+        "hit put set shut let hurt cast crept slept swept wept dug hung won spun stuck "
+        "sang rang drank began climbed slid bit hid bent lent dealt meant leapt knelt",
+    )
 )
 
 
@@ -141,8 +167,18 @@ def clean_option(
         return None  # an auxiliary or no verb at all where the action should be
     if words and words[0] in _CATENATIVE and "to" in words[1:3]:
         return None  # "decides to Rook": the verb after "to" is missing
-    if len(words) > 2 and words[1] in _OBJECT_PRONOUNS and words[2] in _PREPS.split("|"):
+    preps = {*_PREPS.split("|"), *_MORE_PREPS}
+    if len(words) > 2 and words[1] in _OBJECT_PRONOUNS and words[2] in preps:
         return None  # "rolls her to the bridge": whose?
+    if len(words) > 1 and words[1] in ("and", "or", "but"):
+        return None  # "waits and the Archivist"
+    if any(a in preps and b in preps for a, b in itertools.pairwise(words)):
+        return None  # "stands beside across the lantern"
+    if words and words[0].endswith("ly"):
+        return None  # an adverb where the verb should be ("initially sets about")
+    third = subject.strip().lower() not in ("i", "we")
+    if third and words and not re.search(r"(s|ed)$", words[0]) and words[0] not in _IRREGULAR_PAST:
+        return None  # no verb form after a name ("Mira van Tomas")
     tokens = text.split()
     for i in range(1, len(tokens) - 1):
         if tokens[i].lower() in _DETERMINERS and tokens[i + 1].lower() in _DETERMINERS:

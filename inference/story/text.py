@@ -15,7 +15,7 @@ from collections.abc import Iterable
 #: Words that make a sentence meta-talk (about the show, not the story).
 META_WORDS = re.compile(
     r"\b(audiences?|viewers?|voters?|voting|votes?|voted|ballots?|the reader|readers|"
-    r"the story continues|chat ?gpt|as an ai|language model)\b",
+    r"(?:the )?story continues|chat ?gpt|as an ai|language model)\b",
     re.IGNORECASE,
 )
 #: Length of the word runs that count as a loop (the issue's "8-word run").

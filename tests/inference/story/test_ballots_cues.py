@@ -182,6 +182,12 @@ def test_options_without_a_verb_or_with_a_missing_one_are_junk() -> None:
         " sets to the bridge.",
         " rolls her to the bridge.",
         " pushed her near the blaster.",
+        " eyes you for Rook.",
+        " finds one to the bridge.",
+        " waits and Admiral Vex.",
+        " stands beside across the bridge.",
+        " initially sets about the bridge.",
+        " van Rook.",
     ):
         assert clean_option("Aria", junk, ents) is None, junk
     for good in (
@@ -191,5 +197,9 @@ def test_options_without_a_verb_or_with_a_missing_one_are_junk() -> None:
         " gives Rook the blaster.",
         " talks to Admiral Vex.",
         " sneaks into the starship.",
+        " climbed to the bridge.",
+        " found the blaster.",
+        " walks out to the bridge.",
+        " runs up to Admiral Vex.",
     ):
         assert clean_option("Aria", good, ents) == "Aria" + good.rstrip("."), good

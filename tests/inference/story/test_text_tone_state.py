@@ -28,6 +28,8 @@ def test_loops_and_meta() -> None:
     assert not shares_run("the rain fell on the roofs", [a])
     assert is_meta("The audience must now decide.") and is_meta("They vote.")
     assert not is_meta("She devotes her life to the sword.")
+    assert is_meta("Story continues, Mira slowly begins to weave.")
+    assert not is_meta("Her story continued to grow in the retelling.")
 
 
 def test_every_reaction_maps_to_a_documented_tone() -> None:
