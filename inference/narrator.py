@@ -634,7 +634,7 @@ class Narrator:
             for a in answers
         ]
         # Spare templates, so that recent winners are not needed to fill the ballot.
-        fallbacks = fallback_options(card, 3 * ctx.n_choices, seed=ctx.beat)
+        fallbacks = fallback_options(card, ctx.n_choices, seed=ctx.beat, spare=2 * ctx.n_choices)
         options, used = await asyncio.to_thread(
             functools.partial(
                 select,

@@ -107,6 +107,10 @@ _MORE_PREPS = frozenset(
         "below above beneath",
     )
 )
+#: Numbers spelled out: like digits, list talk rather than an action.
+_NUMBER_WORDS = frozenset(
+    re.findall(r"[a-z]+", "two three four five six seven eight nine ten dozen hundred")
+)
 #: Irregular past forms: with a third-person subject the first word must look
 #: like a verb (``-s``, ``-ed`` or one of these); "Mira van Tomas" does not.
 _IRREGULAR_PAST = frozenset(
@@ -174,6 +178,16 @@ def clean_option(
         return None  # "waits and the Archivist"
     if any(a in preps and b in preps for a, b in itertools.pairwise(words)):
         return None  # "stands beside across the lantern"
+    if any(a in _DETERMINERS and b in preps for a, b in itertools.pairwise(words)):
+        return None  # "dances the from the station"
+    dets = "|".join(sorted(_DETERMINERS))
+    if any(
+        e[:1].isupper() and re.search(rf"\b(?i:{dets}) {re.escape(e)}\b", continuation)
+        for e in entities
+    ):
+        return None  # an article before a name: "holds her Master Gao", "searches the Vex"
+    if any(w in _NUMBER_WORDS for w in words):
+        return None  # "performs two on the village"
     if words and words[0].endswith("ly"):
         return None  # an adverb where the verb should be ("initially sets about")
     third = subject.strip().lower() not in ("i", "we")
@@ -239,8 +253,11 @@ _FALLBACKS = (
 )
 
 
-def fallback_options(card: StoryCard, n: int, *, seed: int = 0) -> list[str]:
-    """``n`` grounded options built from the story card (used when generation fails)."""
+def fallback_options(card: StoryCard, n: int, *, seed: int = 0, spare: int = 0) -> list[str]:
+    """``n`` options built from the story card (used when generation fails), grounded
+    where the story has the names; with ``spare``, up to that many more grounded ones
+    (the templates again with other names), so a caller can leave some out. The
+    bare templates ("searches the area") only ever fill up to ``n``."""
     spec = card.spec
     subject = spec.subject
     first = spec.style.person == "first"
@@ -251,9 +268,13 @@ def fallback_options(card: StoryCard, n: int, *, seed: int = 0) -> list[str]:
     slots = {"c": chars if chars != [subject] else [], "p": places, "o": objects}
     out: list[str] = []
     templates = [_FALLBACKS[(i + seed) % len(_FALLBACKS)] for i in range(len(_FALLBACKS))]
-    for i, (third, first_p) in enumerate([*templates, *_BARE]):
+    rounds = [(r, t) for r in range(1 + (spare > 0) * 2) for t in templates]
+    plan = [(r, t, n + spare) for r, t in rounds] + [(0, t, n) for t in _BARE]
+    for i, (r, (third, first_p), limit) in enumerate(plan):
+        if len(out) >= limit:
+            continue
         template = first_p if first else third
-        k = seed + i
+        k = seed + i % len(templates) + r
         needed = [key for key in "cpo" if "{" + key + "}" in template]
         if any(not slots[key] for key in needed):
             continue
@@ -262,8 +283,6 @@ def fallback_options(card: StoryCard, n: int, *, seed: int = 0) -> list[str]:
         )
         if text not in out:
             out.append(text)
-        if len(out) == n:
-            break
     return out
 
 

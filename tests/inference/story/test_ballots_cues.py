@@ -188,6 +188,10 @@ def test_options_without_a_verb_or_with_a_missing_one_are_junk() -> None:
         " stands beside across the bridge.",
         " initially sets about the bridge.",
         " van Rook.",
+        " dances the from the bridge.",
+        " holds her Admiral Vex.",
+        " searches the Admiral Vex.",
+        " performs two on the bridge.",
     ):
         assert clean_option("Aria", junk, ents) is None, junk
     for good in (
@@ -203,3 +207,22 @@ def test_options_without_a_verb_or_with_a_missing_one_are_junk() -> None:
         " runs up to Admiral Vex.",
     ):
         assert clean_option("Aria", good, ents) == "Aria" + good.rstrip("."), good
+
+
+def test_an_entity_that_starts_with_the_keeps_its_article() -> None:
+    ents = ["the Blue Heron club", "Nico"]
+    assert clean_option("I", " walk into the Blue Heron club.", ents) == (
+        "I walk into the Blue Heron club"
+    )
+    assert clean_option("I", " meet the Nico.", ents) is None
+
+
+def test_spare_fallbacks_are_grounded_and_keep_the_first_ones() -> None:
+    from fablecast.inference.story.ballots import grounded
+
+    card = StoryCard(load_spec("space_opera"))
+    plain = fallback_options(card, 3, seed=2)
+    more = fallback_options(card, 3, seed=2, spare=6)
+    assert more[:3] == plain and len(more) == 9 and len(set(more)) == 9
+    ents = card.entities()
+    assert all(grounded(o, ents, "Aria") for o in more)
