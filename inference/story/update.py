@@ -21,7 +21,8 @@ tore the letter"); a goal or thread of another shape is left out.
    shared 6-word run), and no copy of an earlier summary (a shared 4-word
    run). The ``goal`` and each thread must not be a copy of the beat (a
    shared 5-word run) nor little more than names (two other words at
-   least), and keep to 3-14 words. A field
+   least), nor unfinished (a trailing comma, the length bound reached) or
+   stuttering (a 3-word run twice), and keep to 3-14 words. A field
    that fails is left out (``None`` or dropped) and the card keeps its folded
    value for it. The default model copies much (docs/quality.md): these
    checks are what keep its copies out of the prompt.
@@ -216,7 +217,16 @@ def _aim(value: str, limit: int, card: StoryCard, beat_text: str) -> str | None:
         return None
     if _bare(value, card):
         return None
+    if value.endswith((",", "-", "'")) or _stutters(value):
+        return None  # unfinished, or "what is she doing, what is she doing"
     return value
+
+
+def _stutters(text: str) -> bool:
+    """Whether a 3-word run comes back within ``text``."""
+    w = words(text)
+    runs = [tuple(w[i : i + 3]) for i in range(len(w) - 2)]
+    return len(runs) != len(set(runs))
 
 
 def parse_state(text: str, card: StoryCard, beat_text: str = "") -> StateUpdate:
@@ -261,14 +271,14 @@ def parse_state(text: str, card: StoryCard, beat_text: str = "") -> StateUpdate:
     goal = _aim(data["goal"], MAX_GOAL, card, beat_text)
     if goal and not re.fullmatch(goal_pattern(card)[1:-1], goal):
         goal = None  # not "<someone> must <do something>"
-    elif goal and len(goal.split(" must ", 1)[1]) >= _GOAL_TAIL:
+    elif goal and len(goal.split(" must ", 1)[1]) >= _GOAL_TAIL - 1:
         goal = None  # cut off by the length bound
     kept: list[str] = []
     for t in threads[:MAX_THREADS]:
         t2 = _aim(t, MAX_THREAD, card, beat_text)
         if t2 and not re.fullmatch(thread_pattern()[1:-1], t2.rstrip("?")):
             t2 = None  # not a question
-        elif t2 and len(t2.rstrip("?").split(" ", 1)[1]) >= _THREAD_TAIL:
+        elif t2 and len(t2.rstrip("?").split(" ", 1)[1]) >= _THREAD_TAIL - 1:
             t2 = None  # cut off by the length bound
         if t2 and all(t2.lower() != k.lower() for k in (*kept, goal or "", summary or "")):
             kept.append(t2)

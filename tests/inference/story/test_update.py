@@ -321,3 +321,17 @@ def test_goals_and_threads_cut_off_by_the_bound_are_left_out() -> None:
     tcut = "Why " + ("Lena lies to Nico " * 10)[: thi + 1]
     up = parse_state(answer(goal=cut, threads=[tcut, "Who pays Nico"]), card)
     assert up.goal is None and up.threads == ("Who pays Nico",)
+
+
+def test_stuttering_or_unfinished_threads_are_left_out() -> None:
+    up = parse_state(
+        answer(
+            threads=[
+                "What is Lena doing, what is Lena doing at the docks",
+                "What Nico pays for the ledger,",
+                "Who pays Nico",
+            ]
+        ),
+        noir(),
+    )
+    assert up.threads == ("Who pays Nico",)
