@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from fablecast.inference.story.ballots import option_regex
@@ -134,11 +135,14 @@ _STOP = frozenset(
 )
 
 
-def choice_words(choice: str, limit: int = 4) -> tuple[str, ...]:
-    """The content words of a winning option (its verb and what it names), at most ``limit``."""
+def choice_words(choice: str, limit: int = 4, skip: Sequence[str] = ()) -> tuple[str, ...]:
+    """The content words of a winning option (its verb and what it names), at most
+    ``limit``, leaving out ``skip`` (the subject, which every option starts with:
+    favouring it says nothing of the choice and makes the prose repeat the name)."""
     out: list[str] = []
+    left_out = {s.lower() for s in skip}
     for w in re.findall(r"[A-Za-z]+", quote(choice)):
-        if len(w) >= 4 and w.lower() not in _STOP and w not in out:
+        if len(w) >= 4 and w.lower() not in _STOP | left_out and w not in out:
             out.append(w)
     return tuple(out[:limit])
 
@@ -198,7 +202,10 @@ def narration_request(ctx: NarrationContext, request_id: str) -> GenerationReque
         frequency_penalty=0.5,
         repetition_penalty=1.15,
         # Decoding keeps to the choice and the tone: their words get a small logit bias.
-        favour=(*(ctx.tone.favour if ctx.tone else ()), *choice_words(ctx.choice or "")),
+        favour=(
+            *(ctx.tone.favour if ctx.tone else ()),
+            *choice_words(ctx.choice or "", skip=ctx.spec.subject.split()),
+        ),
         # ... and off the opposed tones: their words get a negative bias.
         shun=ctx.tone.shun if ctx.tone else (),
         room=ctx.room,

@@ -62,7 +62,8 @@ def test_narration_favours_its_tone_and_shuns_the_opposed_ones() -> None:
     assert "gentle" in req.favour and "follows" in req.favour
     assert req.shun == TONES["calm"].shun and "tears" in req.shun
     quiet = narration_request(ctx("Elsa follows Fox", tone=None), "a")
-    assert quiet.shun == () and quiet.favour == ("Elsa", "follows")
+    # The subject starts every option: favouring it only makes the prose repeat the name.
+    assert quiet.shun == () and quiet.favour == ("follows",)
 
 
 def test_opening_prefill_is_the_subject() -> None:
