@@ -32,7 +32,7 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
@@ -658,17 +658,37 @@ class Narrator:
 
     async def cue(self, ctx: NarrationContext, beat_text: str, tone: str | None = None) -> SceneCue:
         """The scene cue of ``beat_text``: the engine's, validated, one retry, else the fallback."""
+        cue = await self._validated(
+            ctx,
+            "cue",
+            lambda rid: cue_request(ctx, beat_text, rid, tone),
+            lambda text: parse_cue(text, ctx.story, tone),
+            self.cue_errors,
+        )
+        return cue if cue is not None else fallback_cue(ctx.story, beat_text, tone)
+
+    async def _validated(
+        self,
+        ctx: NarrationContext,
+        what: str,
+        make: Callable[[str], GenerationRequest],
+        parse: Callable[[str], _T],
+        errors: deque[str],
+    ) -> _T | None:
+        """The engine's answer to ``make(request_id)``, parsed, with one retry when
+        ``parse`` refuses it (the reason goes to ``errors``); None when both were
+        refused or the engine failed the request."""
         for attempt in range(2):
-            request = cue_request(ctx, beat_text, self._request_id(ctx, f"cue{attempt}"), tone)
+            request = make(self._request_id(ctx, f"{what}{attempt}"))
             try:
-                return parse_cue(await self._text(request), ctx.story, tone)
+                return parse(await self._text(request))
             except ValueError as exc:
-                self.cue_errors.append(str(exc))
-                log.info("room %s beat %d: cue rejected: %s", ctx.room, ctx.beat, exc)
+                errors.append(str(exc))
+                log.info("room %s beat %d: %s rejected: %s", ctx.room, ctx.beat, what, exc)
             except EngineError as exc:
-                log.info("room %s beat %d: cue request failed: %s", ctx.room, ctx.beat, exc)
+                log.info("room %s beat %d: %s request failed: %s", ctx.room, ctx.beat, what, exc)
                 break
-        return fallback_cue(ctx.story, beat_text, tone)
+        return None
 
     # ------------------------------------------------------------------ story state
 
@@ -677,14 +697,10 @@ class Narrator:
 
         ``ctx.story`` should already have the beat folded in (``StoryCard.update``).
         """
-        for attempt in range(2):
-            request = state_request(ctx, beat_text, self._request_id(ctx, f"state{attempt}"))
-            try:
-                return parse_state(await self._text(request), ctx.story, beat_text)
-            except ValueError as exc:
-                self.state_errors.append(str(exc))
-                log.info("room %s beat %d: state rejected: %s", ctx.room, ctx.beat, exc)
-            except EngineError as exc:
-                log.info("room %s beat %d: state request failed: %s", ctx.room, ctx.beat, exc)
-                break
-        return None
+        return await self._validated(
+            ctx,
+            "state",
+            lambda rid: state_request(ctx, beat_text, rid),
+            lambda text: parse_state(text, ctx.story, beat_text),
+            self.state_errors,
+        )

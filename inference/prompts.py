@@ -27,6 +27,7 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from fablecast.inference.story.ballots import option_regex
 from fablecast.inference.story.cues import cue_schema
@@ -35,7 +36,7 @@ from fablecast.inference.story.state import StoryCard
 from fablecast.inference.story.text import one_line
 from fablecast.inference.story.tone import Tone
 from fablecast.inference.story.update import STATE_EXAMPLE, state_schema
-from fablecast.inference.types import ChatMessage, GenerationRequest
+from fablecast.inference.types import ChatMessage, GenerationRequest, RequestKind
 
 __all__ = [
     "MAX_CHOICE_CHARS",
@@ -256,18 +257,37 @@ def cue_request(
         "Describe this scene as JSON: location, time_of_day, weather, lighting, music, "
         "characters, image_prompt."
     )
+    return _json_request(
+        ctx,
+        request_id,
+        "You describe story scenes as JSON.",
+        f"{ctx.spec.title}. {ctx.story.render()}\n{ask}",
+        cue_schema(ctx.story, tone),
+        kind="cues",
+        max_tokens=200,
+    )
+
+
+def _json_request(
+    ctx: NarrationContext,
+    request_id: str,
+    system: str,
+    user: str,
+    schema: dict[str, Any],
+    *,
+    kind: RequestKind,
+    max_tokens: int,
+) -> GenerationRequest:
+    """A request for JSON under ``schema`` (guided decoding), at a low temperature."""
     return GenerationRequest(
         request_id=request_id,
-        messages=(
-            ChatMessage("system", "You describe story scenes as JSON."),
-            ChatMessage("user", f"{ctx.spec.title}. {ctx.story.render()}\n{ask}"),
-        ),
-        max_tokens=200,
+        messages=(ChatMessage("system", system), ChatMessage("user", user)),
+        max_tokens=max_tokens,
         temperature=0.3,
         seed=ctx.seed,
-        json_schema=cue_schema(ctx.story, tone),
+        json_schema=schema,
         room=ctx.room,
-        kind="cues",
+        kind=kind,
         beat=ctx.beat,
         adapter=ctx.spec.adapter,
     )
@@ -284,20 +304,14 @@ def state_request(ctx: NarrationContext, beat_text: str, request_id: str) -> Gen
         f"{ctx.spec.subject} carries), goal (what {ctx.spec.subject} wants now), threads "
         "(up to three open questions)."
     )
-    return GenerationRequest(
-        request_id=request_id,
-        messages=(
-            ChatMessage("system", "You keep the state of a story as JSON."),
-            ChatMessage("user", f"{ctx.spec.title}. Before the scene:\n{card.render()}\n{ask}"),
-        ),
-        max_tokens=260,
-        temperature=0.3,
-        seed=ctx.seed,
-        json_schema=state_schema(card),
-        room=ctx.room,
+    return _json_request(
+        ctx,
+        request_id,
+        "You keep the state of a story as JSON.",
+        f"{ctx.spec.title}. Before the scene:\n{card.render()}\n{ask}",
+        state_schema(card),
         kind="state",
-        beat=ctx.beat,
-        adapter=ctx.spec.adapter,
+        max_tokens=260,
     )
 
 

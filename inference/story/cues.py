@@ -9,12 +9,11 @@ card and never fails. A cue never reaches a client unvalidated.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any, Final
 
 from fablecast.inference.story.state import StoryCard, mentions
-from fablecast.inference.story.text import one_line
+from fablecast.inference.story.text import json_object, one_line
 
 TIMES: Final = ("dawn", "morning", "noon", "afternoon", "dusk", "evening", "night")
 WEATHERS: Final = ("clear", "cloudy", "rain", "storm", "fog", "snow", "wind")
@@ -90,12 +89,7 @@ def cue_schema(card: StoryCard, tone: str | None = None) -> dict[str, Any]:
 
 def parse_cue(text: str, card: StoryCard, tone: str | None = None) -> SceneCue:
     """A validated cue from the engine's JSON answer; ``ValueError`` says what is wrong."""
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise ValueError(f"not JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise ValueError("not an object")
+    data = json_object(text)
     schema = cue_schema(card, tone)["properties"]
     for key in ("location", "time_of_day", "weather", "lighting", "music"):
         if data.get(key) not in schema[key]["enum"]:

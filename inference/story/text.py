@@ -9,8 +9,10 @@ dropped before anyone sees it.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
+from typing import Any
 
 #: Words that make a sentence meta-talk (about the show, not the story).
 META_WORDS = re.compile(
@@ -97,3 +99,14 @@ def one_line(text: str, limit: int) -> str:
     """``text`` on one line, control characters removed, at most ``limit`` characters."""
     flat = " ".join("".join(c if c.isprintable() else " " for c in text).split())
     return flat[:limit].rstrip()
+
+
+def json_object(text: str) -> dict[str, Any]:
+    """The engine's JSON answer as an object; ``ValueError`` says why it is not one."""
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError("not an object")
+    return data

@@ -34,14 +34,20 @@ restore, rewind and fork rebuild the same card (docs/stories.md, story state).
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 from fablecast.inference.story.state import MAX_THREADS, StoryCard, mentions
-from fablecast.inference.story.text import is_meta, ngrams, one_line, split_complete, words
+from fablecast.inference.story.text import (
+    is_meta,
+    json_object,
+    ngrams,
+    one_line,
+    split_complete,
+    words,
+)
 
 #: Longest summary, goal and thread the engine may write (characters). xgrammar
 #: (vLLM's guided decoding) cannot compile a repetition bound above 128.
@@ -236,12 +242,7 @@ def parse_state(text: str, card: StoryCard, beat_text: str = "") -> StateUpdate:
     are left out (see the module's rule 2). ``card`` is the card with the beat
     already folded in.
     """
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise ValueError(f"not JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise ValueError("not an object")
+    data = json_object(text)
     props = state_schema(card)["properties"]
     extra = set(data) - set(props)
     if extra:
