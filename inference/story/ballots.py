@@ -299,7 +299,9 @@ def select(
 
     A candidate as close as ``DISTINCT_THRESHOLD`` to one in ``avoid`` (the
     options that won recently: acting one out again would retell it) is left
-    out, unless the ballot would then be short of ``n`` options. Options that
+    out, unless the ballot would then be short of ``n`` options (then the
+    oldest of them come back first, never the last winner while an older one
+    will do). Options that
     name an entity no chosen option names yet are taken first, so a ballot
     spreads over the story.
     Returns the options (in candidate order) and how many came from ``fallbacks``.
@@ -308,11 +310,17 @@ def select(
     everything = pool + list(fallbacks)
     vecs = embedder.embed([*everything, *avoid]) if everything else []
     avoid_vecs = vecs[len(everything) :]
-    ok = [
-        i
+    # How recent the winner an option repeats is (-1: none; higher: more recent).
+    repeats = [
+        max(
+            (k for k, a in enumerate(avoid_vecs) if cosine(vecs[i], a) >= DISTINCT_THRESHOLD),
+            default=-1,
+        )
         for i in range(len(everything))
-        if all(cosine(vecs[i], a) < DISTINCT_THRESHOLD for a in avoid_vecs)
     ]
+    ok = [i for i in range(len(everything)) if repeats[i] < 0]
+    # When recent winners must fill a ballot after all, the oldest come back first.
+    oldest_first = sorted(range(len(everything)), key=lambda i: repeats[i])
 
     def entity(i: int) -> str:
         named = [e for e in entities if mentions(everything[i], e)]
@@ -322,8 +330,7 @@ def select(
     # name an entity no chosen option names, then any allowed option, then (too
     # few without them) the recent winners after all.
     chosen: list[int] = []
-    everyone = range(len(everything))
-    for indices, fresh_only in ((ok, True), (ok, False), (everyone, False)):
+    for indices, fresh_only in ((ok, True), (ok, False), (oldest_first, False)):
         for i in indices:
             if len(chosen) == n:
                 break

@@ -226,3 +226,12 @@ def test_spare_fallbacks_are_grounded_and_keep_the_first_ones() -> None:
     assert more[:3] == plain and len(more) == 9 and len(set(more)) == 9
     ents = card.entities()
     assert all(grounded(o, ents, "Aria") for o in more)
+
+
+def test_when_recent_winners_must_fill_a_ballot_the_oldest_comes_back_first() -> None:
+    emb = LexicalEmbedder()
+    recent = ["I hide the ledger", "I call Nico", "I follow Lena"]  # oldest first
+    cands = ["I follow Lena", "I search the docks", "I call Nico", "I hide the ledger"]
+    opts, _ = select(cands, 3, emb, [], avoid=recent)
+    # Only one fresh option: two winners must come back, the oldest two, not the last.
+    assert opts == ["I search the docks", "I call Nico", "I hide the ledger"]
