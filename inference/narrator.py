@@ -34,7 +34,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 from fablecast.inference.engine import EngineClient, close_stream
 from fablecast.inference.prompts import (
@@ -60,6 +60,7 @@ from fablecast.inference.types import (
     ChatMessage,
     EngineError,
     EngineStalled,
+    FinishReason,
     GenerationDelta,
     GenerationRequest,
 )
@@ -137,10 +138,11 @@ DEFAULT_OPENINGS = 6
 OPENING_TOKENS = 48
 #: Tokens a candidate sentence of a tone step may take.
 STEP_TOKENS = 40
-#: A tone step needs at least this many tokens of the beat's budget left.
-MIN_STEP_TOKENS = 8
+#: Fewer tokens than this left of a beat's budget: no further sentence is sampled.
+MIN_SENTENCE_TOKENS = 8
 #: How the tone pass chooses (``[engine] tone_by``): each next sentence, or whole rests.
-TONE_BY = ("sentence", "rest")
+ToneBy = Literal["sentence", "rest"]
+TONE_BY: tuple[ToneBy, ...] = get_args(ToneBy)
 
 
 class Narrator:
@@ -158,14 +160,14 @@ class Narrator:
         tone_weight: float = TONE_WEIGHT,
         rests: bool = True,
         tone_rounds: int = 1,
-        tone_by: str = "sentence",
+        tone_by: ToneBy = "sentence",
     ) -> None:
         if tone_by not in TONE_BY:
             raise ValueError(f"tone_by must be one of {TONE_BY}, not {tone_by!r}")
         self.engine = engine
         #: ``"sentence"``: the tone pass picks each next sentence of the rest of the
         #: beat among ``openings`` candidates; ``"rest"``: it picks among whole rests.
-        self.tone_by = tone_by
+        self.tone_by: ToneBy = tone_by
         #: Rounds of the tone pass at most: another round only when no rest of the
         #: previous ones is in the tone asked for.
         self.tone_rounds = tone_rounds
@@ -253,35 +255,62 @@ class Narrator:
             self._openings(ctx, list(earlier)), name=f"openings:{ctx.room}:{ctx.beat}"
         )
 
-    async def _candidate(self, request: GenerationRequest, first: list[float]) -> tuple[str, int]:
+    async def _sample(
+        self, request: GenerationRequest, sentences: int = 0, first: list[float] | None = None
+    ) -> tuple[str, int, FinishReason | None]:
+        """One candidate: (its text, tokens, the engine's finish reason, None when cut).
+
+        With ``sentences``, the stream is closed (the request aborted) once that many
+        sentences are complete; ``first`` gets the time of the first token of all.
+        """
         text = ""
         tokens = 0
+        reason: FinishReason | None = None
         agen = self.stream(request)
         try:
             async for delta in agen:
-                if delta.tokens and not first:
+                if first is not None and delta.tokens and not first:
                     first.append(time.monotonic())
                 text += delta.text
                 tokens += delta.tokens
-                if len(split_complete(text, final=False)[0]) >= 2:
-                    break  # two sentences: closing the stream aborts the rest
+                if delta.finished:
+                    reason = delta.finish_reason
+                elif sentences and len(split_complete(text, final=False)[0]) >= sentences:
+                    break
         finally:
             await close_stream(agen)
-        return text, tokens
+        return text, tokens, reason
 
-    async def _openings(self, ctx: NarrationContext, earlier: list[str]) -> Openings | None:
-        base = narration_request(ctx, "")
-        requests = [
+    def _variants(
+        self,
+        ctx: NarrationContext,
+        base: GenerationRequest,
+        label: str,
+        salt: int = 0,
+        **changes: Any,
+    ) -> list[GenerationRequest]:
+        """``openings`` copies of ``base`` to sample at once, each with its own id
+        (``label`` and its index) and seed; ``salt`` sets the seeds of one round apart."""
+        return [
             replace(
                 base,
-                request_id=self._request_id(ctx, f"opening{k}"),
-                max_tokens=min(self.opening_tokens, ctx.max_tokens),
-                seed=None if ctx.seed is None else ctx.seed + 7919 * k,
+                request_id=self._request_id(ctx, f"{label}{k}"),
+                seed=None if base.seed is None else base.seed + 7919 * k + 104729 * salt,
+                **changes,
             )
             for k in range(self.openings)
         ]
+
+    async def _openings(self, ctx: NarrationContext, earlier: list[str]) -> Openings | None:
+        base = narration_request(ctx, "")
+        requests = self._variants(
+            ctx, base, "opening", max_tokens=min(self.opening_tokens, ctx.max_tokens)
+        )
         first: list[float] = []
-        good = await _successes(self._candidate(r, first) for r in requests)
+        good = [
+            (text, tokens)
+            for text, tokens, _ in await _successes(self._sample(r, 2, first) for r in requests)
+        ]
         if not good:
             log.info("room %s beat %d: every opening failed", ctx.room, ctx.beat)
             return None
@@ -342,17 +371,11 @@ class Narrator:
         good: list[tuple[str, int]] = []
         margins: list[float] = []
         for round_ in range(max(1, self.tone_rounds)):
-            requests = [
-                replace(
-                    follow,
-                    request_id=self._request_id(ctx, f"rest{round_}.{k}"),
-                    seed=None
-                    if follow.seed is None
-                    else follow.seed + 104729 * (k + 1) + 7 * round_,
-                )
-                for k in range(self.openings)
+            requests = self._variants(ctx, follow, f"rest{round_}.", 1 + round_)
+            fresh = [
+                (text, tokens)
+                for text, tokens, _ in await _successes(self._sample(r) for r in requests)
             ]
-            fresh = await _successes(self._text_tokens(r) for r in requests)
             if not fresh:
                 break
             beats: list[str] = []
@@ -382,20 +405,7 @@ class Narrator:
     async def _sentence(self, request: GenerationRequest) -> tuple[str, int, bool]:
         """One candidate next sentence: (its text with the space after it, tokens, whether
         the engine ended the beat right after it); ``""`` when none was finished."""
-        text = ""
-        tokens = 0
-        reason = None
-        agen = self.stream(request)
-        try:
-            async for delta in agen:
-                text += delta.text
-                tokens += delta.tokens
-                if delta.finished:
-                    reason = delta.finish_reason
-                elif split_complete(text, final=False)[0]:
-                    break  # one sentence: closing the stream aborts the rest
-        finally:
-            await close_stream(agen)
+        text, tokens, reason = await self._sample(request, 1)
         ended = reason == "stop"
         done, tail = split_complete(text, final=reason is not None)
         if not done:
@@ -426,19 +436,15 @@ class Narrator:
         left = follow.max_tokens
         told = list(told)
         step = 0
-        while left >= MIN_STEP_TOKENS:
-            requests = [
-                replace(
-                    follow,
-                    request_id=self._request_id(ctx, f"step{step}.{k}"),
-                    messages=(*follow.messages[:-1], ChatMessage("assistant", prefill)),
-                    max_tokens=min(left, STEP_TOKENS),
-                    seed=None
-                    if follow.seed is None
-                    else follow.seed + 104729 * (k + 1) + 31 * step,
-                )
-                for k in range(self.openings)
-            ]
+        while left >= MIN_SENTENCE_TOKENS:
+            requests = self._variants(
+                ctx,
+                follow,
+                f"step{step}.",
+                1 + step,
+                messages=(*follow.messages[:-1], ChatMessage("assistant", prefill)),
+                max_tokens=min(left, STEP_TOKENS),
+            )
             fresh = await _successes(self._sentence(r) for r in requests)
             if not fresh and step == 0:
                 async for delta in self.stream(follow):
@@ -473,14 +479,6 @@ class Narrator:
                 return
         yield GenerationDelta("", 0, finished=True, finish_reason="length")
 
-    async def _text_tokens(self, request: GenerationRequest) -> tuple[str, int]:
-        text = ""
-        tokens = 0
-        async for delta in self.stream(request):
-            text += delta.text
-            tokens += delta.tokens
-        return text, tokens
-
     async def _best_of(
         self,
         ctx: NarrationContext,
@@ -503,7 +501,7 @@ class Narrator:
         # Tokens of the candidates not kept were spent all the same: count them here.
         yield GenerationDelta(chosen.raw, chosen.tokens)
         left = ctx.max_tokens - chosen.kept
-        if left < 8:
+        if left < MIN_SENTENCE_TOKENS:
             yield GenerationDelta("", 0, finished=True, finish_reason="length")
             return
         prefill = request.messages[-1].content + chosen.raw
@@ -517,9 +515,8 @@ class Narrator:
             async for delta in self.stream(follow):
                 yield delta
             return
-        # The tone pass: sample the rest of the beat ``openings`` times, tell the one
-        # whose whole beat (opening and rest, as the guard will release them) is
-        # nearest the tone asked for. It reaches clients as one block, not streamed.
+        # The tone pass: the rest of the beat sentence by sentence (tone steps), or
+        # ``openings`` whole rests with the best-toned told as one block.
         told = [chosen.scores[chosen.chosen].text]
         if self.tone_by == "sentence":
             async for delta in self._tone_steps(ctx, follow, earlier, told, stats):

@@ -36,6 +36,10 @@ class Embedder(Protocol):
         """Whether ``word`` is a word of the embedder's vocabulary (junk filter)."""
         ...
 
+    def __hash__(self) -> int:
+        """Embedders are hashable: the tone anchors' vectors are cached per embedder."""
+        ...
+
 
 def cosine(a: Vector, b: Vector) -> float:
     """Dot product of two unit vectors (cosine similarity)."""

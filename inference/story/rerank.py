@@ -19,11 +19,12 @@ and an embedder in, scores out.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from fablecast.inference.story.embed import Embedder, cosine
+from fablecast.inference.story.embed import Embedder, Vector, cosine
 from fablecast.inference.story.tone import ANCHORS
 
 #: Weight of the tone margin next to the choice margin.
@@ -67,31 +68,22 @@ def score_openings(
     """
     if not candidates:
         return []
-    names = list(ANCHORS) if tone in ANCHORS else []
-    flat = [(n, a) for n in names for a in ANCHORS[n]]
-    texts = [*candidates, winner, *losers, *(a for _, a in flat)]
-    vecs = embedder.embed(texts)
+    toned = tone in ANCHORS
+    vecs = embedder.embed([*candidates, winner, *losers])
     cand = vecs[: len(candidates)]
     win = vecs[len(candidates)]
-    lose = vecs[len(candidates) + 1 : len(candidates) + 1 + len(losers)]
-    anchors = vecs[len(candidates) + 1 + len(losers) :]
+    lose = vecs[len(candidates) + 1 :]
     out: list[OpeningScore] = []
     for text, c in zip(candidates, cand, strict=True):
         if not text.strip():
             out.append(OpeningScore(text, 0.0, 0.0, EMPTY_SCORE))
             continue
         choice = cosine(c, win) - max((cosine(c, v) for v in lose), default=0.0)
-        tone_m = 0.0
-        if names:
-            best: dict[str, float] = {}
-            for (n, _), v in zip(flat, anchors, strict=True):
-                best[n] = max(best.get(n, -1.0), cosine(c, v))
-            assert tone is not None
-            tone_m = best[tone] - max(s for n, s in best.items() if n != tone)
+        tone_m = _margin(tone_similarities(c, embedder), tone) if toned and tone else 0.0
         total = choice + tone_weight * tone_m
         if losers and choice > 0:
             total += choice_bonus
-        if names and tone_m > 0:
+        if toned and tone_m > 0:
             total += tone_bonus
         out.append(OpeningScore(text, round(choice, 4), round(tone_m, 4), round(total, 4)))
     return out
@@ -102,20 +94,33 @@ def tone_margins(texts: Sequence[str], tone: str, embedder: Embedder) -> list[fl
 
     ``tone`` must be a key of ``ANCHORS``; an empty text gets ``EMPTY_SCORE``.
     """
-    names = list(ANCHORS)
-    flat = [(n, a) for n in names for a in ANCHORS[n]]
-    vecs = embedder.embed([*texts, *(a for _, a in flat)])
-    anchors = vecs[len(texts) :]
-    out: list[float] = []
-    for text, v in zip(texts, vecs, strict=False):
-        if not text.strip():
-            out.append(EMPTY_SCORE)
-            continue
-        best: dict[str, float] = {}
-        for (n, _), a in zip(flat, anchors, strict=True):
-            best[n] = max(best.get(n, -1.0), cosine(v, a))
-        out.append(round(best[tone] - max(s for n, s in best.items() if n != tone), 4))
-    return out
+    vecs = embedder.embed(texts)
+    return [
+        round(_margin(tone_similarities(v, embedder), tone), 4) if text.strip() else EMPTY_SCORE
+        for text, v in zip(texts, vecs, strict=True)
+    ]
+
+
+@functools.lru_cache(maxsize=8)
+def _anchor_vectors(embedder: Embedder) -> tuple[tuple[str, Vector], ...]:
+    """Every anchor passage's vector with its tone: embedded once per embedder, not
+    once per scoring call (tone steps score every sentence of a beat)."""
+    flat = [(n, a) for n in ANCHORS for a in ANCHORS[n]]
+    vecs = embedder.embed([a for _, a in flat])
+    return tuple((n, v) for (n, _), v in zip(flat, vecs, strict=True))
+
+
+def tone_similarities(vec: Vector, embedder: Embedder) -> dict[str, float]:
+    """Per tone of ``ANCHORS``: the best similarity of ``vec`` (``embedder``'s) to its anchors."""
+    best: dict[str, float] = {}
+    for name, anchor in _anchor_vectors(embedder):
+        best[name] = max(best.get(name, -1.0), cosine(vec, anchor))
+    return best
+
+
+def _margin(best: dict[str, float], tone: str) -> float:
+    """``tone``'s similarity minus the best other tone's."""
+    return best[tone] - max(s for n, s in best.items() if n != tone)
 
 
 def best_opening(scores: Sequence[OpeningScore]) -> int:

@@ -31,8 +31,8 @@ from typing import Any
 
 from fablecast.inference.story.ballots import ballot_problems
 from fablecast.inference.story.embed import Embedder, cosine
+from fablecast.inference.story.rerank import tone_similarities
 from fablecast.inference.story.text import ends_sentence, is_meta, sentences, shares_run, words
-from fablecast.inference.story.tone import ANCHORS
 
 
 @dataclass(slots=True)
@@ -119,15 +119,7 @@ def tone_of(text: str, embedder: Embedder) -> str | None:
     """The tone whose anchors ``text`` is closest to."""
     if not text.strip():
         return None
-    names = list(ANCHORS)
-    flat = [a for n in names for a in ANCHORS[n]]
-    vecs = embedder.embed([text, *flat])
-    best: dict[str, float] = {}
-    i = 1
-    for n in names:
-        for _a in ANCHORS[n]:
-            best[n] = max(best.get(n, -1.0), cosine(vecs[0], vecs[i]))
-            i += 1
+    best = tone_similarities(embedder.embed([text])[0], embedder)
     return max(best, key=lambda n: best[n])
 
 

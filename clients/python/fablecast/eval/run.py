@@ -20,7 +20,13 @@ from typing import Any
 
 from fablecast.eval.metrics import BeatRecord, score
 from fablecast.inference.engine import EngineClient
-from fablecast.inference.narrator import OPENING_TOKENS, NarrationStats, Narrator, Openings
+from fablecast.inference.narrator import (
+    OPENING_TOKENS,
+    NarrationStats,
+    Narrator,
+    Openings,
+    ToneBy,
+)
 from fablecast.inference.prompts import NarrationContext, narration_request
 from fablecast.inference.story.embed import Embedder
 from fablecast.inference.story.rerank import TONE_WEIGHT
@@ -190,7 +196,7 @@ async def evaluate(
     reveal_s: float = 0.0,
     rests: bool = True,
     tone_rounds: int = 1,
-    tone_by: str = "sentence",
+    tone_by: ToneBy = "sentence",
     rooms: int = 1,
     samples: list[dict[str, Any]] | None = None,
 ) -> tuple[list[StoryRun], dict[str, Any]]:
