@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 
 from fablecast.inference.story.embed import Embedder, cosine
 from fablecast.inference.story.state import StoryCard, mentions
-from fablecast.inference.story.text import is_meta, one_line
+from fablecast.inference.story.text import is_meta, one_line, without
 
 #: Two options whose embeddings (all-MiniLM-L6-v2) have a cosine at or above
 #: this are the same option ("Climb the final ladder" / "... ladders": 0.98;
@@ -107,6 +107,10 @@ _MORE_PREPS = frozenset(
         "below above beneath",
     )
 )
+#: Every preposition the checks know.
+_ALL_PREPS = frozenset(_PREPS.split("|")) | _MORE_PREPS
+#: The determiners as a regex alternation.
+_DET_ALT = "|".join(sorted(_DETERMINERS))
 #: Numbers spelled out: like digits, list talk rather than an action.
 _NUMBER_WORDS = frozenset(
     re.findall(r"[a-z]+", "two three four five six seven eight nine ten dozen hundred")
@@ -155,9 +159,7 @@ def clean_option(
     a small model under a grammar sometimes spells junk ("ofdownloadedadk").
     """
     text = one_line(f"{subject}{continuation}", MAX_OPTION_CHARS + 1).rstrip(" .")
-    rest = continuation
-    for e in sorted(entities, key=len, reverse=True):
-        rest = rest.replace(e, " ")
+    rest = without(continuation, entities)
     if re.search(r"[^\sA-Za-z,-]", rest.strip().rstrip(".")):
         return None  # an apostrophe or a symbol outside the entity ("love it'l's the club")
     if known is not None and not all(known(w) for w in re.findall(r"[a-z]+", rest.lower())):
@@ -166,38 +168,40 @@ def clean_option(
         return None
     if re.search(r"\d|\b(\w+) \1\b", text):
         return None  # digits (list numbering) or a stutter ("the the")
-    words = [w.lower() for w in continuation.split()]
-    if words and (words[0] in _NOT_ACTIONS or words[0] in _NOT_VERBS):
-        return None  # an auxiliary or no verb at all where the action should be
-    if words and words[0] in _CATENATIVE and "to" in words[1:3]:
-        return None  # "decides to Rook": the verb after "to" is missing
-    preps = {*_PREPS.split("|"), *_MORE_PREPS}
-    if len(words) > 2 and words[1] in _OBJECT_PRONOUNS and words[2] in preps:
-        return None  # "rolls her to the bridge": whose?
-    if len(words) > 1 and words[1] in ("and", "or", "but"):
-        return None  # "waits and the Archivist"
-    if any(a in preps and b in preps for a, b in itertools.pairwise(words)):
-        return None  # "stands beside across the lantern"
-    if any(a in _DETERMINERS and b in preps for a, b in itertools.pairwise(words)):
-        return None  # "dances the from the station"
-    dets = "|".join(sorted(_DETERMINERS))
-    if any(
-        e[:1].isupper() and re.search(rf"\b(?i:{dets}) {re.escape(e)}\b", continuation)
-        for e in entities
-    ):
-        return None  # an article before a name: "holds her Master Gao", "searches the Vex"
-    if any(w in _NUMBER_WORDS for w in words):
-        return None  # "performs two on the village"
-    if words and words[0].endswith("ly"):
-        return None  # an adverb where the verb should be ("initially sets about")
-    third = subject.strip().lower() not in ("i", "we")
-    if third and words and not re.search(r"(s|ed)$", words[0]) and words[0] not in _IRREGULAR_PAST:
-        return None  # no verb form after a name ("Mira van Tomas")
-    tokens = text.split()
-    for i in range(1, len(tokens) - 1):
-        if tokens[i].lower() in _DETERMINERS and tokens[i + 1].lower() in _DETERMINERS:
-            return None  # "grabs her the lantern"
+    if not _an_action(subject, continuation, entities):
+        return None
     return text
+
+
+def _an_action(subject: str, continuation: str, entities: Sequence[str]) -> bool:
+    """Whether the continuation reads as an action: a verb where the verb should be,
+    and none of the shapes a small model writes under the grammar instead."""
+    words = [w.lower() for w in continuation.split()]
+    if not words:
+        return False
+    first = words[0]
+    if first in _NOT_ACTIONS or first in _NOT_VERBS or first.endswith("ly"):
+        return False  # an auxiliary, no verb at all, or an adverb ("initially sets about")
+    third = subject.strip().lower() not in ("i", "we")
+    if third and not re.search(r"(s|ed)$", first) and first not in _IRREGULAR_PAST:
+        return False  # no verb form after a name ("Mira van Tomas")
+    if first in _CATENATIVE and "to" in words[1:3]:
+        return False  # "decides to Rook": the verb after "to" is missing
+    if len(words) > 2 and words[1] in _OBJECT_PRONOUNS and words[2] in _ALL_PREPS:
+        return False  # "rolls her to the bridge": whose?
+    if len(words) > 1 and words[1] in ("and", "or", "but"):
+        return False  # "waits and the Archivist"
+    for a, b in itertools.pairwise(words):
+        if a in _ALL_PREPS and b in _ALL_PREPS:
+            return False  # "stands beside across the lantern"
+        if a in _DETERMINERS and (b in _ALL_PREPS or b in _DETERMINERS):
+            return False  # "dances the from the station", "grabs her the lantern"
+    if any(w in _NUMBER_WORDS for w in words):
+        return False  # "performs two on the village"
+    return not any(
+        e[:1].isupper() and re.search(rf"\b(?i:{_DET_ALT}) {re.escape(e)}\b", continuation)
+        for e in entities
+    )  # an article before a name: "holds her Master Gao", "searches the Vex"
 
 
 def grounded(option: str, entities: Sequence[str], subject: str = "") -> bool:
@@ -266,22 +270,30 @@ def fallback_options(card: StoryCard, n: int, *, seed: int = 0, spare: int = 0) 
     places = [p for p in spec.world.places if p != card.location] or list(spec.world.places)
     objects = list(card.carrying) + [o for o in spec.world.objects if o not in card.carrying]
     slots = {"c": chars if chars != [subject] else [], "p": places, "o": objects}
-    out: list[str] = []
-    templates = [_FALLBACKS[(i + seed) % len(_FALLBACKS)] for i in range(len(_FALLBACKS))]
-    rounds = [(r, t) for r in range(1 + (spare > 0) * 2) for t in templates]
-    plan = [(r, t, n + spare) for r, t in rounds] + [(0, t, n) for t in _BARE]
-    for i, (r, (third, first_p), limit) in enumerate(plan):
-        if len(out) >= limit:
-            continue
-        template = first_p if first else third
-        k = seed + i % len(templates) + r
+
+    def fill(pair: tuple[str, str], k: int) -> str | None:
+        """The template with the ``k``-th names of its slots (None: a slot is empty)."""
+        template = pair[1] if first else pair[0]
         needed = [key for key in "cpo" if "{" + key + "}" in template]
         if any(not slots[key] for key in needed):
-            continue
-        text = template.format(
+            return None
+        return template.format(
             s=subject, **{key: slots[key][k % len(slots[key])] for key in needed}
         )
-        if text not in out:
+
+    templates = [_FALLBACKS[(i + seed) % len(_FALLBACKS)] for i in range(len(_FALLBACKS))]
+    # Grounded templates first (again with the next names for spares), then bare ones
+    # only while fewer than ``n``.
+    plan = [
+        (pair, seed + j + r, n + spare)
+        for r in range(3 if spare else 1)
+        for j, pair in enumerate(templates)
+    ]
+    plan += [(pair, seed, n) for pair in _BARE]
+    out: list[str] = []
+    for pair, k, limit in plan:
+        text = fill(pair, k) if len(out) < limit else None
+        if text and text not in out:
             out.append(text)
     return out
 

@@ -76,10 +76,23 @@ def words(text: str) -> list[str]:
     return [w.lower() for w in _WORD.findall(text)]
 
 
-def ngrams(text: str, n: int = LOOP_N) -> set[tuple[str, ...]]:
-    """The ``n``-word runs of ``text``."""
+def runs(text: str, n: int = LOOP_N) -> list[tuple[str, ...]]:
+    """The ``n``-word runs of ``text``, in order (repeats kept)."""
     w = words(text)
-    return {tuple(w[i : i + n]) for i in range(len(w) - n + 1)}
+    return [tuple(w[i : i + n]) for i in range(len(w) - n + 1)]
+
+
+def ngrams(text: str, n: int = LOOP_N) -> set[tuple[str, ...]]:
+    """The distinct ``n``-word runs of ``text``."""
+    return set(runs(text, n))
+
+
+def without(text: str, phrases: Iterable[str]) -> str:
+    """``text`` with every one of ``phrases`` blanked out (longest first, any case)."""
+    for phrase in sorted(phrases, key=len, reverse=True):
+        if phrase:
+            text = re.sub(re.escape(phrase), " ", text, flags=re.IGNORECASE)
+    return text
 
 
 def shares_run(text: str, earlier: Iterable[str], n: int = LOOP_N) -> bool:

@@ -45,7 +45,9 @@ from fablecast.inference.story.text import (
     json_object,
     ngrams,
     one_line,
+    runs,
     split_complete,
+    without,
     words,
 )
 
@@ -85,8 +87,9 @@ class StateUpdate:
 THREAD_WORDS: Final = ("Who", "What", "Why", "Where", "How", "Whether", "Will", "Can")
 
 
-#: Longest text after "must " in a goal, and after the question word in a thread:
-#: an answer that long was cut off by the bound, mid-word ("Aria must lend the sma").
+#: Longest text after "must " in a goal, and after the question word in a thread (the
+#: patterns' second group): an answer that long was cut off by the bound, mid-word
+#: ("Aria must lend the sma").
 _GOAL_TAIL: Final = 60
 _THREAD_TAIL: Final = 70
 
@@ -107,12 +110,12 @@ def goal_pattern(card: StoryCard) -> str:
     who = dict.fromkeys(
         [spec.subject, *(c.short for c in spec.characters), *(c.name for c in spec.characters)]
     )
-    return f"^({_alts(list(who))}) must [a-z][A-Za-z ,'-]{{6,{_GOAL_TAIL - 1}}}$"
+    return f"^({_alts(list(who))}) must ([a-z][A-Za-z ,'-]{{6,{_GOAL_TAIL - 1}}})$"
 
 
 def thread_pattern() -> str:
     """An open thread is a question: ``"Who tore the letter"``."""
-    return f"^({_alts(THREAD_WORDS)}) [A-Za-z][A-Za-z ,'-]{{6,{_THREAD_TAIL - 1}}}$"
+    return f"^({_alts(THREAD_WORDS)}) ([A-Za-z][A-Za-z ,'-]{{6,{_THREAD_TAIL - 1}}})$"
 
 
 def state_schema(card: StoryCard) -> dict[str, Any]:
@@ -184,11 +187,7 @@ def _borrowed(value: str, card: StoryCard) -> bool:
 
 def _bare(value: str, card: StoryCard) -> bool:
     """Whether ``value`` is little more than names: under two words besides its entities."""
-    rest = value
-    for e in sorted(
-        (*card.entities(), *(c.name for c in card.spec.characters)), key=len, reverse=True
-    ):
-        rest = re.sub(re.escape(e), " ", rest, flags=re.IGNORECASE)
+    rest = without(value, (*card.entities(), *(c.name for c in card.spec.characters)))
     return len([w for w in words(rest) if w not in ("the", "a", "an", "and", "of")]) < 2
 
 
@@ -213,9 +212,15 @@ def _summary(value: str, card: StoryCard, beat_text: str) -> str | None:
     return value
 
 
-def _aim(value: str, limit: int, card: StoryCard, beat_text: str) -> str | None:
-    """A goal or a thread: grounded, 3-14 words, not a copy of the beat, not a bare name."""
+def _aim(
+    value: str, limit: int, card: StoryCard, beat_text: str, *, pattern: str, tail: int
+) -> str | None:
+    """A goal or a thread: grounded, 3-14 words, not a copy of the beat, not a bare name,
+    of the schema's shape (``pattern``) and not cut off by its bound (``tail``)."""
     value = one_line(value, limit).strip()
+    shaped = re.fullmatch(pattern.removeprefix("^").removesuffix("$"), value.rstrip("?"))
+    if shaped is None or len(shaped[2]) >= tail - 1:
+        return None  # not the shape the schema asks for, or cut off by its bound
     n = len(value.split())
     if not 3 <= n <= 14 or not _grounded(value, card) or _borrowed(value, card):
         return None
@@ -230,9 +235,8 @@ def _aim(value: str, limit: int, card: StoryCard, beat_text: str) -> str | None:
 
 def _stutters(text: str) -> bool:
     """Whether a 3-word run comes back within ``text``."""
-    w = words(text)
-    runs = [tuple(w[i : i + 3]) for i in range(len(w) - 2)]
-    return len(runs) != len(set(runs))
+    threes = runs(text, 3)
+    return len(threes) != len(set(threes))
 
 
 def parse_state(text: str, card: StoryCard, beat_text: str = "") -> StateUpdate:
@@ -269,18 +273,19 @@ def parse_state(text: str, card: StoryCard, beat_text: str = "") -> StateUpdate:
         raise ValueError("threads: not a list of strings")
 
     summary = _summary(data["summary"], card, beat_text)
-    goal = _aim(data["goal"], MAX_GOAL, card, beat_text)
-    if goal and not re.fullmatch(goal_pattern(card)[1:-1], goal):
-        goal = None  # not "<someone> must <do something>"
-    elif goal and len(goal.split(" must ", 1)[1]) >= _GOAL_TAIL - 1:
-        goal = None  # cut off by the length bound
+    goal = _aim(
+        data["goal"], MAX_GOAL, card, beat_text, pattern=props["goal"]["pattern"], tail=_GOAL_TAIL
+    )
     kept: list[str] = []
     for t in threads[:MAX_THREADS]:
-        t2 = _aim(t, MAX_THREAD, card, beat_text)
-        if t2 and not re.fullmatch(thread_pattern()[1:-1], t2.rstrip("?")):
-            t2 = None  # not a question
-        elif t2 and len(t2.rstrip("?").split(" ", 1)[1]) >= _THREAD_TAIL - 1:
-            t2 = None  # cut off by the length bound
+        t2 = _aim(
+            t,
+            MAX_THREAD,
+            card,
+            beat_text,
+            pattern=props["threads"]["items"]["pattern"],
+            tail=_THREAD_TAIL,
+        )
         if t2 and all(t2.lower() != k.lower() for k in (*kept, goal or "", summary or "")):
             kept.append(t2)
     return StateUpdate(
